@@ -1,0 +1,17 @@
+//! The gRPC contract of TicketMax Jobs (`ticketmax.jobs.v1`) and small conversions around it.
+//!
+//! Both processes and every client depend on this crate only; the control plane and the executor
+//! never share code beyond it.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("ticketmax.jobs.v1");
+}
+
+/// Encoded file descriptor set for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ticketmax_descriptor");
+
+pub use prost_types;
+
+mod convert;
+pub use convert::*;
