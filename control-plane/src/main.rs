@@ -1,1 +1,67 @@
-fn main() {}
+//! `ticketmax-control-plane`: see `config.rs` (or `--help`) for what it does and how to run it.
+mod api;
+mod app;
+mod catalog;
+mod config;
+mod cron;
+mod dispatch;
+mod scheduler;
+mod server;
+mod store;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let cfg = cli.config;
+    cron::parse_timezone(&cfg.timezone).context("TICKETMAX_TIMEZONE")?;
+    let url = cfg.database_url();
+    if url.starts_with("sqlite") {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    }
+    let store = store::Store::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {}", config::redact_url(&url)))?;
+    store
+        .migrate()
+        .await
+        .context("migrating the control-plane database")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            tracing::info!(database = %config::redact_url(&url), "migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            let added = store
+                .upsert_catalog(catalog::CATALOG, &cfg.timezone)
+                .await
+                .context("loading the job catalog")?;
+            tracing::info!(database = %config::redact_url(&url), jobs = catalog::CATALOG.len(), added, "job catalog loaded");
+            server::serve(app::App::new(store, cfg)).await
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,sqlx=warn,sea_orm=warn,tokio_cron_scheduler=warn,h2=warn,tower=warn,hyper=warn",
+        )
+    });
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(fmt::layer().json().with_current_span(true))
+            .init();
+    } else {
+        registry.with(fmt::layer().with_target(false)).init();
+    }
+}

@@ -1,0 +1,123 @@
+//! Configuration: every setting is an environment variable and a flag (SPEC §10).
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ticketmax-control-plane",
+    version,
+    about = "TicketMax Jobs control plane: keeps job definitions, schedules and run history, fires \
+             schedules and dispatches runs to executors over gRPC.",
+    long_about = "TicketMax Jobs control plane.\n\n\
+        Keeps job definitions, schedules and run history in its database (SQLite in the data dir \
+        by default, Postgres when DATABASE_URL says so), fires each enabled job's cron schedule in \
+        its timezone, records every tick as a durable run, and dispatches runs to registered \
+        executors with Executor.RunJob. Serves ticketmax.jobs.v1.JobService and ExecutorRegistry \
+        with gRPC reflection and health.\n\n\
+        Any number of replicas may share one Postgres database: each tick runs exactly once.\n\n\
+        Example:\n  ticketmax-control-plane                      # embedded default, SQLite\n  \
+        DATABASE_URL=postgres://postgres@127.0.0.1/ticketmax ticketmax-control-plane\n  \
+        ticketmax-control-plane migrate              # run migrations and exit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API, run the scheduler and the dispatcher (the default).
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address (JobService, ExecutorRegistry, health, reflection).
+    #[arg(long, env = "TICKETMAX_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address (seed REST endpoints and /metrics).
+    #[arg(long, env = "TICKETMAX_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Control-plane database: postgres://... or sqlite://...; default: SQLite file
+    /// control-plane.db in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the SQLite file of the embedded default.
+    #[arg(long, env = "TICKETMAX_DATA_DIR", default_value = "./.ticketmax")]
+    pub data_dir: PathBuf,
+
+    /// Default IANA timezone of jobs (their schedules and day windows).
+    #[arg(long, env = "TICKETMAX_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
+
+    /// Name of this replica in logs, leases and run ownership; default: hostname-pid.
+    #[arg(long, env = "TICKETMAX_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Heartbeat interval the control plane asks executors for, in milliseconds.
+    #[arg(long, env = "TICKETMAX_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u32,
+
+    /// An executor without a heartbeat for this long is considered dead, in milliseconds.
+    #[arg(long, env = "TICKETMAX_EXECUTOR_TIMEOUT_MS", default_value_t = 5000)]
+    pub executor_timeout_ms: u64,
+
+    /// Lease of a dispatching replica on a running attempt; another replica takes the run over
+    /// when it expires, in milliseconds.
+    #[arg(long, env = "TICKETMAX_RUN_LEASE_MS", default_value_t = 5000)]
+    pub run_lease_ms: u64,
+
+    /// How many runs one replica dispatches at the same time.
+    #[arg(long, env = "TICKETMAX_MAX_CONCURRENT_RUNS", default_value_t = 64)]
+    pub max_concurrent_runs: usize,
+
+    /// How long SIGTERM waits for running runs to finish before handing them over.
+    #[arg(long, env = "TICKETMAX_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("control-plane.db").display()
+            )
+        })
+    }
+
+    pub fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn executor_timeout(&self) -> Duration {
+        Duration::from_millis(self.executor_timeout_ms)
+    }
+
+    pub fn run_lease(&self) -> Duration {
+        Duration::from_millis(self.run_lease_ms)
+    }
+}
+
+/// Strips credentials from a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,238 @@
+//! Schema of the control plane's database (Postgres in production, SQLite embedded).
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+struct Initial;
+
+impl MigrationName for Initial {
+    fn name(&self) -> &str {
+        "m20261128_000001_initial"
+    }
+}
+
+fn ts(name: &'static str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+fn ts_null(name: &'static str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
+}
+fn text(name: &'static str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .text()
+        .not_null()
+        .to_owned()
+}
+fn text_null(name: &'static str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name)).text().null().to_owned()
+}
+fn int(name: &'static str, default: i32) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .integer()
+        .not_null()
+        .default(default)
+        .to_owned()
+}
+fn boolean(name: &'static str, default: bool) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .boolean()
+        .not_null()
+        .default(default)
+        .to_owned()
+}
+fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
+    let mut idx = Index::create();
+    idx.name(name).table(Alias::new(table)).if_not_exists();
+    for c in cols {
+        idx.col(Alias::new(*c));
+    }
+    if unique {
+        idx.unique();
+    }
+    idx.to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Alias::new("jobs"))
+                .if_not_exists()
+                .col(text("name").primary_key())
+                .col(text("service"))
+                .col(text("task"))
+                .col(text("description"))
+                .col(text("schedule"))
+                .col(text("default_schedule"))
+                .col(text("timezone"))
+                .col(boolean("enabled", true))
+                .col(text("overlap_policy"))
+                .col(text("missed_tick_policy"))
+                .col(int("catch_up_window_secs", 3600))
+                .col(int("timeout_secs", 3600))
+                .col(int("max_retries", 3))
+                .col(int("retry_backoff_secs", 5))
+                // Set once an operator changes the schedule, so the catalog upsert keeps it.
+                .col(boolean("operator_modified", false))
+                // Ticks before this instant are never caught up (job created, resumed or
+                // rescheduled then).
+                .col(ts("schedule_since"))
+                .col(ts("created_at"))
+                .col(ts("updated_at"))
+                .col(text_null("updated_by"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Alias::new("runs"))
+                .if_not_exists()
+                .col(text("id").primary_key())
+                .col(text("job"))
+                .col(text("state"))
+                .col(text("trigger"))
+                .col(ts("scheduled_for"))
+                // The cron tick of a scheduled run; NULL for manual runs. Unique per job, so
+                // two replicas can never both record (and run) the same tick.
+                .col(ts_null("tick_at"))
+                .col(text_null("idempotency_key"))
+                // Overlap slot: 0 = the active run of the job, 1 = the one queued behind it
+                // (queue-one policy); NULL for finished runs and for the allow policy. Unique per
+                // job, so the overlap policy holds across replicas and manual triggers.
+                .col(ColumnDef::new(Alias::new("active_slot")).integer().null())
+                .col(int("attempt", 1))
+                .col(text_null("executor_id"))
+                .col(text_null("owner"))
+                .col(ts_null("lease_expires_at"))
+                .col(ts("not_before"))
+                .col(ts_null("deadline_at"))
+                .col(boolean("cancel_requested", false))
+                .col(text_null("params"))
+                .col(text_null("summary"))
+                .col(text_null("error"))
+                .col(text_null("reason"))
+                .col(text_null("triggered_by"))
+                .col(ts("created_at"))
+                .col(ts_null("started_at"))
+                .col(ts_null("finished_at"))
+                .col(ts("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index("runs_job_tick", "runs", &["job", "tick_at"], true))
+            .await?;
+        m.create_index(index(
+            "runs_job_idempotency",
+            "runs",
+            &["job", "idempotency_key"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "runs_job_slot",
+            "runs",
+            &["job", "active_slot"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "runs_state_not_before",
+            "runs",
+            &["state", "not_before"],
+            false,
+        ))
+        .await?;
+        m.create_index(index("runs_job_id", "runs", &["job", "id"], false))
+            .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Alias::new("run_events"))
+                .if_not_exists()
+                .col(text("run_id"))
+                .col(ColumnDef::new(Alias::new("seq")).big_integer().not_null())
+                .col(ts("at"))
+                .col(text("kind"))
+                .col(text("payload"))
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("run_id"))
+                        .col(Alias::new("seq")),
+                )
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Alias::new("executors"))
+                .if_not_exists()
+                .col(text("id").primary_key())
+                .col(text("address"))
+                .col(text("jobs"))
+                .col(text("version"))
+                .col(int("running", 0))
+                .col(boolean("deregistered", false))
+                .col(ts("registered_at"))
+                .col(ts("last_heartbeat_at"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Alias::new("reports"))
+                .if_not_exists()
+                .col(text("id").primary_key())
+                .col(text("kind"))
+                .col(text("period"))
+                .col(text("job"))
+                .col(text("run_id"))
+                .col(text("body"))
+                .col(ts("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index(
+            "reports_run_kind_period",
+            "reports",
+            &["run_id", "kind", "period"],
+            true,
+        ))
+        .await?;
+        m.create_index(index(
+            "reports_kind_created",
+            "reports",
+            &["kind", "created_at"],
+            false,
+        ))
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table(Alias::new("leases"))
+                .if_not_exists()
+                .col(text("name").primary_key())
+                .col(text("holder"))
+                .col(ts("expires_at"))
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
