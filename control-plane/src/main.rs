@@ -5,6 +5,7 @@ mod catalog;
 mod config;
 mod cron;
 mod dispatch;
+mod http;
 mod scheduler;
 mod server;
 mod store;

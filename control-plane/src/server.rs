@@ -30,6 +30,10 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding gRPC on {}", app.config.grpc_addr))?;
     let addr = listener.local_addr()?;
+    let http_listener = tokio::net::TcpListener::bind(app.config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", app.config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {
@@ -78,10 +82,12 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
             server_shutdown.cancelled_owned(),
         );
     let server = tokio::spawn(server);
+    let http = tokio::spawn(crate::http::serve(app.clone(), http_listener, shutdown.clone()));
 
     tracing::info!(
         replica = %app.replica_id,
         grpc = %addr,
+        http = %http_addr,
         "control plane listening on {addr}; try: grpcurl -plaintext {addr} ticketmax.jobs.v1.JobService/GetStatus"
     );
 
@@ -105,6 +111,12 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server error"),
         Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
         Err(_) => tracing::warn!("gRPC server did not stop within 5s"),
+    }
+    match tokio::time::timeout(Duration::from_secs(5), http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP server did not stop within 5s"),
     }
     tracing::info!("control plane stopped");
     Ok(())

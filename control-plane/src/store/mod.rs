@@ -482,6 +482,21 @@ impl Store {
         Ok(runs.into_iter().map(|r| (r.job.clone(), r)).collect())
     }
 
+    /// (job, state, count) over all runs, for metrics.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        run::Entity::find()
+            .select_only()
+            .column(run::Column::Job)
+            .column(run::Column::State)
+            .column_as(run::Column::Id.count(), "n")
+            .group_by(run::Column::Job)
+            .group_by(run::Column::State)
+            .into_tuple::<(String, String, i64)>()
+            .all(&self.db)
+            .await
+            .ctx("counting runs by job and state")
+    }
+
     pub async fn count_in_state(&self, st: &str) -> Result<u64> {
         use sea_orm::PaginatorTrait;
         run::Entity::find()

@@ -1,0 +1,234 @@
+//! HTTP side of the control plane on `TICKETMAX_HTTP_ADDR`: the seed's REST endpoints (so the
+//! curl commands in existing runbooks keep working), Prometheus `/metrics`, and `/healthz`.
+//! The REST handlers call the same `JobService` implementation as gRPC.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request};
+
+use ticketmax_proto::{
+    from_timestamp, struct_to_json,
+    v1::{self, RunState, job_service_server::JobService},
+};
+
+use crate::{api::JobApi, app::SharedApp};
+
+/// The seed's trigger endpoints and the job each one starts.
+pub const SEED_ENDPOINTS: [(&str, &str); 6] = [
+    ("/background-jobs/payment-cleanup/run", "payment-cleanup/cleanup-abandoned-payments"),
+    ("/background-jobs/booking-cleanup/run", "booking-cleanup/cancel-expired-bookings"),
+    ("/background-jobs/event-management/archive", "event-management/archive-past-events"),
+    ("/background-jobs/analytics/daily-report", "analytics/generate-daily-analytics"),
+    ("/background-jobs/data-cleanup/temp-files", "data-cleanup/clean-temporary-files"),
+    ("/background-jobs/notifications/weekly-newsletter", "notifications/send-weekly-newsletter"),
+];
+
+#[derive(Clone)]
+struct Http {
+    app: SharedApp,
+    api: std::sync::Arc<JobApi>,
+}
+
+pub fn router(app: SharedApp) -> Router {
+    let state = Http {
+        api: std::sync::Arc::new(JobApi::new(app.clone())),
+        app,
+    };
+    let mut router = Router::new()
+        .route("/background-jobs/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz));
+    for (path, job) in SEED_ENDPOINTS {
+        router = router.route(
+            path,
+            post(move |s: State<Http>, h: HeaderMap| trigger(s, h, job)),
+        );
+    }
+    router.with_state(state)
+}
+
+pub async fn serve(
+    app: SharedApp,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn error_response(status: &tonic::Status) -> Response {
+    let code = match status.code() {
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (code, Json(json!({ "error": status.message(), "code": format!("{:?}", status.code()) })))
+        .into_response()
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Value {
+    t.and_then(from_timestamp)
+        .map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+pub fn run_json(r: &v1::Run) -> Value {
+    json!({
+        "id": r.id,
+        "job": r.job,
+        "state": RunState::try_from(r.state).unwrap_or(RunState::Unspecified).as_str_name(),
+        "trigger": v1::Trigger::try_from(r.trigger).unwrap_or(v1::Trigger::Unspecified).as_str_name(),
+        "scheduledFor": time(r.scheduled_for.as_ref()),
+        "createdAt": time(r.created_at.as_ref()),
+        "startedAt": time(r.started_at.as_ref()),
+        "finishedAt": time(r.finished_at.as_ref()),
+        "attempt": r.attempt,
+        "summary": r.summary.as_ref().map_or(Value::Null, struct_to_json),
+        "error": r.error,
+        "reason": r.reason,
+    })
+}
+
+async fn status(State(h): State<Http>) -> Response {
+    match h.api.get_status(Request::new(v1::GetStatusRequest {})).await {
+        Ok(resp) => {
+            let s = resp.into_inner();
+            let jobs: Vec<Value> = s
+                .jobs
+                .iter()
+                .map(|j| {
+                    json!({
+                        "name": j.name,
+                        "service": j.service,
+                        "schedule": j.schedule,
+                        "timezone": j.timezone,
+                        "enabled": j.enabled,
+                        "nextFireTime": time(j.next_fire_time.as_ref()),
+                        "lastRun": j.last_run.as_ref().map_or(Value::Null, run_json),
+                    })
+                })
+                .collect();
+            let executors: Vec<Value> = s
+                .executors
+                .iter()
+                .map(|e| json!({"id": e.id, "address": e.address, "live": e.live, "running": e.running, "lastHeartbeatAt": time(e.last_heartbeat_at.as_ref())}))
+                .collect();
+            Json(json!({
+                "status": s.status,
+                "role": s.role,
+                "replicaId": s.replica_id,
+                "timestamp": time(s.now.as_ref()),
+                "queuedRuns": s.queued_runs,
+                "runningRuns": s.running_runs,
+                "jobs": jobs,
+                "executors": executors,
+            }))
+            .into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn trigger(State(h): State<Http>, headers: HeaderMap, job: &'static str) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut req = Request::new(v1::TriggerJobRequest {
+        job: job.to_string(),
+        idempotency_key: key,
+        params: None,
+    });
+    // Credentials travel like gRPC metadata, so the same checks apply to both doors.
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        if let Ok(v) = auth.parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+    }
+    match h.api.trigger_job(req).await {
+        Ok(run) => {
+            let run = run.into_inner();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "message": format!("{job} triggered"),
+                    "run": run_json(&run),
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn healthz(State(h): State<Http>) -> Response {
+    match h.app.store.ping().await {
+        Ok(()) if !h.app.is_draining() => (StatusCode::OK, "ok").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text format. Counts come from the database, so every replica reports the same
+/// totals and a restart loses nothing.
+async fn metrics(State(h): State<Http>) -> Response {
+    let store = &h.app.store;
+    let counts = match store.run_counts().await {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    let executors = store.executors(None).await.unwrap_or_default();
+    let timeout = h.app.config.executor_timeout();
+    let live = executors
+        .iter()
+        .filter(|e| crate::api::executor_to_proto(e, timeout).live)
+        .count();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP ticketmax_runs Runs recorded, by job and state.");
+    let _ = writeln!(out, "# TYPE ticketmax_runs gauge");
+    let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+    for (job, st, n) in &counts {
+        *by_state.entry(st.as_str()).or_default() += n;
+        let _ = writeln!(
+            out,
+            "ticketmax_runs{{job=\"{}\",state=\"{}\"}} {n}",
+            escape_label(job),
+            escape_label(st)
+        );
+    }
+    let _ = writeln!(out, "# HELP ticketmax_runs_by_state Runs recorded, by state.");
+    let _ = writeln!(out, "# TYPE ticketmax_runs_by_state gauge");
+    for (st, n) in by_state {
+        let _ = writeln!(out, "ticketmax_runs_by_state{{state=\"{st}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP ticketmax_executors_connected Executors with a recent heartbeat.");
+    let _ = writeln!(out, "# TYPE ticketmax_executors_connected gauge");
+    let _ = writeln!(out, "ticketmax_executors_connected {live}");
+    let _ = writeln!(out, "# HELP ticketmax_replica_leader 1 when this replica holds the scheduler lease.");
+    let _ = writeln!(out, "# TYPE ticketmax_replica_leader gauge");
+    let _ = writeln!(out, "ticketmax_replica_leader {}", i32::from(h.app.is_leader()));
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
