@@ -6,6 +6,7 @@ use std::{pin::Pin, time::Duration};
 use chrono::Utc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use ticketmax_proto::{
     json_to_struct, struct_to_json, to_timestamp,
@@ -359,6 +360,7 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::TriggerJobRequest>,
     ) -> Result<Response<v1::Run>, Status> {
+        let metadata = req.metadata().clone();
         let req = req.into_inner();
         let key = req.idempotency_key.trim().to_string();
         if key.len() > MAX_KEY_LEN {
@@ -377,6 +379,9 @@ impl JobService for JobApi {
             )));
         }
         let job = self.load_job(&req.job).await?;
+        let span = tracing::info_span!("trigger_job", job = %job.name);
+        ticketmax_proto::telemetry::adopt(&span, &metadata);
+        let trace_parent = ticketmax_proto::telemetry::traceparent(&span);
         let now = Utc::now();
         let created = self
             .app
@@ -389,8 +394,10 @@ impl JobService for JobApi {
                 idempotency_key: (!key.is_empty()).then_some(key),
                 params,
                 triggered_by: None,
+                trace_parent,
                 skip_reason: None,
             })
+            .instrument(span.clone())
             .await?;
         if let Created::New(run) = &created {
             let message = match run.state.as_str() {

@@ -184,7 +184,10 @@ impl Dispatcher {
                 executor: exec.clone(),
                 handover: handover.clone(),
             };
-            let span = tracing::info_span!("dispatch", job = %attempt.run.job, run_id = %attempt.run.id, attempt = attempt.run.attempt, executor = %attempt.executor.id);
+            let span = tracing::info_span!("dispatch", job = %attempt.run.job, run_id = %attempt.run.id, attempt = attempt.run.attempt, executor = %attempt.executor.id, outcome = tracing::field::Empty);
+            if let Some(tp) = &attempt.run.trace_parent {
+                ticketmax_proto::telemetry::adopt_traceparent(&span, tp);
+            }
             inflight.spawn(attempt.run().instrument(span));
         }
         Ok(true)
@@ -275,6 +278,7 @@ async fn finish(app: &SharedApp, run: &run::Model, from: &[&str], outcome: Outco
         .clone()
         .or_else(|| outcome.reason.map(str::to_string))
         .unwrap_or_default();
+    tracing::Span::current().record("outcome", st);
     match app.store.finish(&run.id, run.attempt, from, outcome).await {
         Ok(Some(done)) => {
             let summary = done.summary.clone().unwrap_or_else(|| "{}".into());
@@ -387,6 +391,8 @@ impl Attempt {
             timezone: self.job.timezone.clone(),
             timeout_seconds: u32::try_from(self.job.timeout_secs).unwrap_or(0),
         };
+        let mut request = tonic::Request::new(request);
+        ticketmax_proto::telemetry::inject(&tracing::Span::current(), request.metadata_mut());
         let mut stream = match client.run_job(request).await {
             Ok(s) => s.into_inner(),
             Err(status) => {

@@ -23,12 +23,30 @@ use crate::{api::JobApi, app::SharedApp};
 
 /// The seed's trigger endpoints and the job each one starts.
 pub const SEED_ENDPOINTS: [(&str, &str); 6] = [
-    ("/background-jobs/payment-cleanup/run", "payment-cleanup/cleanup-abandoned-payments"),
-    ("/background-jobs/booking-cleanup/run", "booking-cleanup/cancel-expired-bookings"),
-    ("/background-jobs/event-management/archive", "event-management/archive-past-events"),
-    ("/background-jobs/analytics/daily-report", "analytics/generate-daily-analytics"),
-    ("/background-jobs/data-cleanup/temp-files", "data-cleanup/clean-temporary-files"),
-    ("/background-jobs/notifications/weekly-newsletter", "notifications/send-weekly-newsletter"),
+    (
+        "/background-jobs/payment-cleanup/run",
+        "payment-cleanup/cleanup-abandoned-payments",
+    ),
+    (
+        "/background-jobs/booking-cleanup/run",
+        "booking-cleanup/cancel-expired-bookings",
+    ),
+    (
+        "/background-jobs/event-management/archive",
+        "event-management/archive-past-events",
+    ),
+    (
+        "/background-jobs/analytics/daily-report",
+        "analytics/generate-daily-analytics",
+    ),
+    (
+        "/background-jobs/data-cleanup/temp-files",
+        "data-cleanup/clean-temporary-files",
+    ),
+    (
+        "/background-jobs/notifications/weekly-newsletter",
+        "notifications/send-weekly-newsletter",
+    ),
 ];
 
 #[derive(Clone)]
@@ -76,7 +94,10 @@ fn error_response(status: &tonic::Status) -> Response {
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (code, Json(json!({ "error": status.message(), "code": format!("{:?}", status.code()) })))
+    (
+        code,
+        Json(json!({ "error": status.message(), "code": format!("{:?}", status.code()) })),
+    )
         .into_response()
 }
 
@@ -103,7 +124,11 @@ pub fn run_json(r: &v1::Run) -> Value {
 }
 
 async fn status(State(h): State<Http>) -> Response {
-    match h.api.get_status(Request::new(v1::GetStatusRequest {})).await {
+    match h
+        .api
+        .get_status(Request::new(v1::GetStatusRequest {}))
+        .await
+    {
         Ok(resp) => {
             let s = resp.into_inner();
             let jobs: Vec<Value> = s
@@ -184,7 +209,9 @@ async fn healthz(State(h): State<Http>) -> Response {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text format. Counts come from the database, so every replica reports the same
@@ -202,7 +229,10 @@ async fn metrics(State(h): State<Http>) -> Response {
         .filter(|e| crate::api::executor_to_proto(e, timeout).live)
         .count();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP ticketmax_runs Runs recorded, by job and state.");
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_runs Runs recorded, by job and state."
+    );
     let _ = writeln!(out, "# TYPE ticketmax_runs gauge");
     let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
     for (job, st, n) in &counts {
@@ -214,17 +244,30 @@ async fn metrics(State(h): State<Http>) -> Response {
             escape_label(st)
         );
     }
-    let _ = writeln!(out, "# HELP ticketmax_runs_by_state Runs recorded, by state.");
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_runs_by_state Runs recorded, by state."
+    );
     let _ = writeln!(out, "# TYPE ticketmax_runs_by_state gauge");
     for (st, n) in by_state {
         let _ = writeln!(out, "ticketmax_runs_by_state{{state=\"{st}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP ticketmax_executors_connected Executors with a recent heartbeat.");
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_executors_connected Executors with a recent heartbeat."
+    );
     let _ = writeln!(out, "# TYPE ticketmax_executors_connected gauge");
     let _ = writeln!(out, "ticketmax_executors_connected {live}");
-    let _ = writeln!(out, "# HELP ticketmax_replica_leader 1 when this replica holds the scheduler lease.");
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_replica_leader 1 when this replica holds the scheduler lease."
+    );
     let _ = writeln!(out, "# TYPE ticketmax_replica_leader gauge");
-    let _ = writeln!(out, "ticketmax_replica_leader {}", i32::from(h.app.is_leader()));
+    let _ = writeln!(
+        out,
+        "ticketmax_replica_leader {}",
+        i32::from(h.app.is_leader())
+    );
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

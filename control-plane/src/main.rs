@@ -18,7 +18,16 @@ use crate::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    let telemetry = ticketmax_proto::telemetry::init(
+        "ticketmax-control-plane",
+        "info,sqlx=warn,sea_orm=warn,tokio_cron_scheduler=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
+    );
+    let result = run(cli).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.config;
     cron::parse_timezone(&cfg.timezone).context("TICKETMAX_TIMEZONE")?;
     let url = cfg.database_url();
@@ -46,23 +55,5 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(database = %config::redact_url(&url), jobs = catalog::CATALOG.len(), added, "job catalog loaded");
             server::serve(app::App::new(store, cfg)).await
         }
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(
-            "info,sqlx=warn,sea_orm=warn,tokio_cron_scheduler=warn,h2=warn,tower=warn,hyper=warn",
-        )
-    });
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(fmt::layer().json().with_current_span(true))
-            .init();
-    } else {
-        registry.with(fmt::layer().with_target(false)).init();
     }
 }

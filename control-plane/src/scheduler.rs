@@ -8,6 +8,7 @@ use std::{collections::HashMap, collections::HashSet, time::Duration};
 use chrono::{DateTime, Utc};
 use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -205,7 +206,16 @@ async fn fire(app: &SharedApp, name: &str) {
 }
 
 async fn record_tick(app: &SharedApp, job: &job::Model, tick: DateTime<Utc>, skip: Option<String>) {
-    let skipped = skip.is_some();
+    let span = tracing::info_span!("tick", job = %job.name, scheduled_for = %tick, lateness_ms = (Utc::now() - tick).num_milliseconds());
+    record_tick_in(app, job, tick, skip).instrument(span).await;
+}
+
+async fn record_tick_in(
+    app: &SharedApp,
+    job: &job::Model,
+    tick: DateTime<Utc>,
+    skip: Option<String>,
+) {
     let new = NewRun {
         job,
         trigger: trigger::SCHEDULE,
@@ -214,6 +224,7 @@ async fn record_tick(app: &SharedApp, job: &job::Model, tick: DateTime<Utc>, ski
         idempotency_key: None,
         params: None,
         triggered_by: None,
+        trace_parent: ticketmax_proto::telemetry::traceparent(&tracing::Span::current()),
         skip_reason: skip,
     };
     match app.store.create_run(new).await {
@@ -234,7 +245,6 @@ async fn record_tick(app: &SharedApp, job: &job::Model, tick: DateTime<Utc>, ski
                     .await;
                 app.dispatch_wake.notify_one();
             }
-            let _ = skipped;
         }
         Ok(Created::Existing(_)) => {}
         Err(e) => {

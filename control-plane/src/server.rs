@@ -82,7 +82,11 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
             server_shutdown.cancelled_owned(),
         );
     let server = tokio::spawn(server);
-    let http = tokio::spawn(crate::http::serve(app.clone(), http_listener, shutdown.clone()));
+    let http = tokio::spawn(crate::http::serve(
+        app.clone(),
+        http_listener,
+        shutdown.clone(),
+    ));
 
     tracing::info!(
         replica = %app.replica_id,

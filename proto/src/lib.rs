@@ -15,3 +15,6 @@ pub use prost_types;
 
 mod convert;
 pub use convert::*;
+
+#[cfg(feature = "telemetry")]
+pub mod telemetry;

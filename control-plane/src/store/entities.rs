@@ -61,6 +61,7 @@ pub mod run {
         pub error: Option<String>,
         pub reason: Option<String>,
         pub triggered_by: Option<String>,
+        pub trace_parent: Option<String>,
         pub created_at: DateTimeUtc,
         pub started_at: Option<DateTimeUtc>,
         pub finished_at: Option<DateTimeUtc>,

@@ -127,6 +127,8 @@ impl MigrationTrait for Initial {
                 .col(text_null("error"))
                 .col(text_null("reason"))
                 .col(text_null("triggered_by"))
+                // W3C traceparent of the tick or trigger call; the dispatch span continues it.
+                .col(text_null("trace_parent"))
                 .col(ts("created_at"))
                 .col(ts_null("started_at"))
                 .col(ts_null("finished_at"))

@@ -96,6 +96,7 @@ pub struct NewRun<'a> {
     pub idempotency_key: Option<String>,
     pub params: Option<String>,
     pub triggered_by: Option<String>,
+    pub trace_parent: Option<String>,
     /// Recorded as skipped whatever the overlap state (a missed tick outside the policy).
     pub skip_reason: Option<String>,
 }
@@ -391,6 +392,7 @@ impl Store {
             error: None,
             reason,
             triggered_by: new.triggered_by.clone(),
+            trace_parent: new.trace_parent.clone(),
             created_at: t,
             started_at: None,
             finished_at: terminal.then_some(t),
