@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TryGetable,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TryGetable};
 use serde_json::Value as Json;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -126,7 +124,11 @@ pub fn bin_dir() -> PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     target.join("debug")
 }
 
@@ -169,7 +171,13 @@ fn target_dir() -> PathBuf {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -192,7 +200,11 @@ fn current_test_name() -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    format!("{}/{}", sanitize(&binary), sanitize(&test.replace("::", "__")))
+    format!(
+        "{}/{}",
+        sanitize(&binary),
+        sanitize(&test.replace("::", "__"))
+    )
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
@@ -210,6 +222,63 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(millis(100)).await;
+    }
+}
+
+/// "12:00:01 SUCCEEDED (id), ..." for failure messages.
+pub fn describe_ticks(runs: &[Run]) -> String {
+    runs.iter()
+        .map(|r| {
+            format!(
+                "{} {:?} {}",
+                scheduled_for(r).map_or("-".into(), |t| t.format("%H:%M:%S%.3f").to_string()),
+                r.state(),
+                r.id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Asserts that schedule runs (ordered by `scheduled_for`) are whole seconds, each tick at most
+/// once, and, when `contiguous`, one second apart without gaps from the first to the last.
+pub fn assert_ticks(runs: &[Run], contiguous: bool) {
+    let ticks: Vec<DateTime<Utc>> = runs
+        .iter()
+        .map(|r| {
+            scheduled_for(r).unwrap_or_else(|| panic!("schedule run without scheduled_for: {r:?}"))
+        })
+        .collect();
+    for (r, t) in runs.iter().zip(&ticks) {
+        assert_eq!(
+            t.timestamp_subsec_nanos(),
+            0,
+            "scheduled_for {t} of run {} is not a whole second",
+            r.id
+        );
+    }
+    let mut dups: Vec<_> = ticks
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    dups.dedup();
+    assert!(
+        dups.is_empty(),
+        "ticks run more than once: {dups:?}\nall ticks: {}",
+        describe_ticks(runs)
+    );
+    if contiguous {
+        let gaps: Vec<_> = ticks
+            .windows(2)
+            .filter(|w| w[1] - w[0] != chrono::Duration::seconds(1))
+            .map(|w| format!("{} -> {}", w[0].format("%H:%M:%S"), w[1].format("%H:%M:%S")))
+            .collect();
+        assert!(
+            gaps.is_empty(),
+            "ticks missing between: {gaps:?}\nall ticks: {}",
+            describe_ticks(runs)
+        );
     }
 }
 
@@ -277,7 +346,13 @@ impl Executor {
     pub async fn start(&mut self) {
         let since = Utc::now() - chrono::Duration::seconds(1);
         self.proc.start();
-        wait_executor_live(&mut self.proc, &self.control_plane_url, &self.executor_id, since).await;
+        wait_executor_live(
+            &mut self.proc,
+            &self.control_plane_url,
+            &self.executor_id,
+            since,
+        )
+        .await;
     }
 
     pub async fn kill(&mut self) {
@@ -356,10 +431,15 @@ async fn wait_executor_live(proc: &mut Proc, cp_url: &str, id: &str, since: Date
                 Ok(resp) => {
                     let status = resp.into_inner();
                     let fresh = |t: &Option<prost_types::Timestamp>| {
-                        t.as_ref().and_then(from_timestamp).is_some_and(|t| t >= since)
+                        t.as_ref()
+                            .and_then(from_timestamp)
+                            .is_some_and(|t| t >= since)
                     };
                     match status.executors.iter().find(|e| e.id == id) {
-                        Some(e) if e.live && (fresh(&e.last_heartbeat_at) || fresh(&e.registered_at)) => {
+                        Some(e)
+                            if e.live
+                                && (fresh(&e.last_heartbeat_at) || fresh(&e.registered_at)) =>
+                        {
                             return;
                         }
                         Some(e) => last = format!("listed but not (freshly) live: {e:?}"),
@@ -505,9 +585,15 @@ impl TestAppBuilder {
                 ("TICKETMAX_GRPC_ADDR".to_owned(), grpc_addr.to_string()),
                 ("TICKETMAX_HTTP_ADDR".to_owned(), http_addr.to_string()),
                 ("DATABASE_URL".to_owned(), app.cp_database_url.clone()),
-                ("TICKETMAX_DATA_DIR".to_owned(), data_dir.display().to_string()),
+                (
+                    "TICKETMAX_DATA_DIR".to_owned(),
+                    data_dir.display().to_string(),
+                ),
                 ("TICKETMAX_REPLICA_ID".to_owned(), replica_id.clone()),
-                ("TICKETMAX_EXECUTOR_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+                (
+                    "TICKETMAX_EXECUTOR_TIMEOUT_MS".to_owned(),
+                    "3000".to_owned(),
+                ),
             ];
             env.extend(base_env(&self.cp_env));
             let proc = Proc::new(
@@ -538,9 +624,18 @@ impl TestAppBuilder {
             std::fs::create_dir_all(&data_dir).expect("create data dir");
             let mut env = vec![
                 ("TICKETMAX_EXECUTOR_ADDR".to_owned(), addr.to_string()),
-                ("TICKETMAX_CONTROL_PLANE_URL".to_owned(), control_plane_url.clone()),
-                ("TICKETING_DATABASE_URL".to_owned(), app.tk_database_url.clone()),
-                ("TICKETMAX_DATA_DIR".to_owned(), data_dir.display().to_string()),
+                (
+                    "TICKETMAX_CONTROL_PLANE_URL".to_owned(),
+                    control_plane_url.clone(),
+                ),
+                (
+                    "TICKETING_DATABASE_URL".to_owned(),
+                    app.tk_database_url.clone(),
+                ),
+                (
+                    "TICKETMAX_DATA_DIR".to_owned(),
+                    data_dir.display().to_string(),
+                ),
                 ("TICKETMAX_EXECUTOR_ID".to_owned(), executor_id.clone()),
             ];
             env.extend(base_env(&self.executor_env));
@@ -702,7 +797,9 @@ impl TestApp {
 
     pub async fn try_get_run(&self, run_id: &str) -> Result<Run, Status> {
         self.api()
-            .get_run(GetRunRequest { run_id: run_id.into() })
+            .get_run(GetRunRequest {
+                run_id: run_id.into(),
+            })
             .await
             .map(tonic::Response::into_inner)
     }
@@ -753,7 +850,10 @@ impl TestApp {
     }
 
     pub async fn update_job(&self, req: UpdateJobRequest) -> Result<Job, Status> {
-        self.api().update_job(req).await.map(tonic::Response::into_inner)
+        self.api()
+            .update_job(req)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn pause(&self, job: &str) -> Job {
@@ -770,6 +870,16 @@ impl TestApp {
             .await
             .unwrap_or_else(|s| panic!("ResumeJob({job}) failed: {s}"))
             .into_inner()
+    }
+
+    /// Moves every job's schedule (except `except`) to once a year (`0 0 1 1 *`), so that no
+    /// default tick (every 5 min, hourly, ...) fires in the middle of a test and touches its data.
+    pub async fn silence_schedules(&self, except: &[&str]) {
+        for job in self.list_jobs().await {
+            if !except.contains(&job.name.as_str()) {
+                self.set_schedule(&job.name, "0 0 1 1 *").await;
+            }
+        }
     }
 
     /// One `ListRuns` page.
@@ -820,6 +930,76 @@ impl TestApp {
         self.list_all_runs(job, RunState::Unspecified, 100).await
     }
 
+    /// The runs of `job` fired by its schedule, ordered by `scheduled_for`.
+    pub async fn schedule_runs(&self, job: &str) -> Vec<Run> {
+        let mut runs: Vec<Run> = self
+            .runs_of(job)
+            .await
+            .into_iter()
+            .filter(|r| r.trigger() == Trigger::Schedule)
+            .collect();
+        runs.sort_by_key(|r| (scheduled_for(r), r.id.clone()));
+        runs
+    }
+
+    /// Waits until `job` has at least `n` schedule runs with `scheduled_for > after`.
+    pub async fn wait_for_ticks(
+        &self,
+        job: &str,
+        after: DateTime<Utc>,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Run> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.schedule_runs(job).await;
+            let count = runs
+                .iter()
+                .filter(|r| scheduled_for(r).is_some_and(|t| t > after))
+                .count();
+            if count >= n {
+                return runs;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{job}: {count} schedule runs after {after} within {timeout:?}, expected {n}; \
+                     all: {}",
+                    describe_ticks(&runs)
+                );
+            }
+            tokio::time::sleep(millis(200)).await;
+        }
+    }
+
+    /// Waits until every run of `job` is terminal; returns them.
+    pub async fn wait_until_all_runs_end(&self, job: &str, timeout: Duration) -> Vec<Run> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.runs_of(job).await;
+            let active: Vec<_> = runs.iter().filter(|r| !terminal(r)).collect();
+            if active.is_empty() {
+                return runs;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{job}: runs still not ended after {timeout:?}: {active:#?}\nlogs in {}",
+                    self.log_dir.display()
+                );
+            }
+            tokio::time::sleep(millis(200)).await;
+        }
+    }
+
+    /// Rows of the control plane's `runs` table where one (job, scheduled_for) of a schedule
+    /// trigger occurs more than once.
+    pub async fn duplicate_ticks_in_store(&self) -> Vec<Json> {
+        self.control_rows(
+            "SELECT job, scheduled_for::text AS scheduled_for, count(*)::bigint AS n FROM runs \
+             WHERE trigger = 'schedule' GROUP BY job, scheduled_for HAVING count(*) > 1",
+        )
+        .await
+    }
+
     /// `WatchRun(run_id, after_seq)` collected until the server ends the stream; panics if it
     /// does not end within `timeout`.
     pub async fn watch(&self, run_id: &str, after_seq: u64, timeout: Duration) -> Vec<RunEvent> {
@@ -836,14 +1016,19 @@ impl TestApp {
             let mut events = Vec::new();
             while let Some(item) = stream.next().await {
                 events.push(item.unwrap_or_else(|s| {
-                    panic!("WatchRun({run_id}) stream error after {} events: {s}", events.len())
+                    panic!(
+                        "WatchRun({run_id}) stream error after {} events: {s}",
+                        events.len()
+                    )
                 }));
             }
             events
         };
-        tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
-            panic!("WatchRun({run_id}, after_seq={after_seq}) did not end within {timeout:?}")
-        })
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("WatchRun({run_id}, after_seq={after_seq}) did not end within {timeout:?}")
+            })
     }
 
     // ---- SQL helpers --------------------------------------------------------------------
@@ -922,7 +1107,10 @@ async fn exec(db: &DatabaseConnection, sql: &str, which: &str) -> u64 {
 
 async fn scalar<T: TryGetable>(db: &DatabaseConnection, sql: &str, which: &str) -> T {
     let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
         .await
         .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
         .unwrap_or_else(|| panic!("SQL on the {which} database returned no row:\n{sql}"));
@@ -931,10 +1119,13 @@ async fn scalar<T: TryGetable>(db: &DatabaseConnection, sql: &str, which: &str) 
 }
 
 async fn rows(db: &DatabaseConnection, sql: &str, which: &str) -> Vec<Json> {
-    Json::find_by_statement(Statement::from_string(db.get_database_backend(), sql.to_owned()))
-        .all(db)
-        .await
-        .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
+    Json::find_by_statement(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .all(db)
+    .await
+    .unwrap_or_else(|e| panic!("SQL on the {which} database failed: {e}\n{sql}"))
 }
 
 impl Drop for TestApp {
@@ -957,7 +1148,10 @@ impl Drop for TestApp {
             // Our own pools first, so nothing waits on them.
             self.control_db.take();
             self.ticketing_db.take();
-            db::drop_databases_blocking(self.server_url.clone(), std::mem::take(&mut self.databases));
+            db::drop_databases_blocking(
+                self.server_url.clone(),
+                std::mem::take(&mut self.databases),
+            );
         }
     }
 }

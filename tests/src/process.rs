@@ -138,7 +138,9 @@ impl Proc {
 
     /// The exit status if the process has exited; `None` while it runs or if it never started.
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, then reap. No-op if not running.

@@ -14,10 +14,19 @@ pub const SPEC_JOBS: &[(&str, &str)] = &[
     ("payment-cleanup/generate-payment-analytics", "0 0 * * *"),
     ("booking-cleanup/cancel-expired-bookings", "*/5 * * * *"),
     ("booking-cleanup/process-refund-requests", "0 */2 * * *"),
-    ("booking-cleanup/send-pending-booking-confirmations", "*/10 * * * *"),
-    ("booking-cleanup/cleanup-old-cancelled-bookings", "0 2 * * *"),
+    (
+        "booking-cleanup/send-pending-booking-confirmations",
+        "*/10 * * * *",
+    ),
+    (
+        "booking-cleanup/cleanup-old-cancelled-bookings",
+        "0 2 * * *",
+    ),
     ("booking-cleanup/generate-daily-report", "0 23 * * *"),
-    ("booking-cleanup/generate-weekly-booking-report", "0 20 * * 0"),
+    (
+        "booking-cleanup/generate-weekly-booking-report",
+        "0 20 * * 0",
+    ),
     ("event-management/archive-past-events", "0 2 * * *"),
     ("event-management/send-event-reminders", "0 9 * * *"),
     ("event-management/send-early-bird-reminders", "0 10 * * *"),
@@ -97,7 +106,11 @@ pub fn parse_cron(expr: &str) -> Option<Cron> {
 }
 
 /// The next `n` fire times of `expr` strictly after `from`, in timezone `tz`.
-pub fn next_fires<Tz: TimeZone + Copy>(expr: &str, from: DateTime<Tz>, n: usize) -> Option<Vec<DateTime<Utc>>> {
+pub fn next_fires<Tz: TimeZone + Copy>(
+    expr: &str,
+    from: DateTime<Tz>,
+    n: usize,
+) -> Option<Vec<DateTime<Utc>>> {
     let cron = parse_cron(expr)?;
     Some(
         cron.iter_after(from)
@@ -114,10 +127,11 @@ pub fn same_schedule(a: &str, b: &str) -> bool {
         Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 3).unwrap(),
         Utc.with_ymd_and_hms(2026, 7, 30, 22, 59, 59).unwrap(),
     ];
-    refs.iter().all(|r| match (next_fires(a, *r, 40), next_fires(b, *r, 40)) {
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    })
+    refs.iter()
+        .all(|r| match (next_fires(a, *r, 40), next_fires(b, *r, 40)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
