@@ -1,1 +1,236 @@
-fn main() {}
+//! `ticketmax-executor`: runs the TicketMax ticketing tasks for the control plane.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use ticketmax_executor::config::{Cli, Command, Config};
+use ticketmax_executor::{api, db, jobs, mail, registration, schema, seed, tasks};
+
+/// How long shutdown waits for running tasks to report CANCELLED before giving up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Migrate => {
+            let db = migrated_db(&cli.config).await?;
+            db.close().await.ok();
+            tracing::info!("ticketing schema is up to date");
+            Ok(())
+        }
+        Command::SeedDemo(args) => {
+            let db = migrated_db(&cli.config).await?;
+            seed::run(&db, &cli.config.dirs(), &args).await?;
+            db.close().await.ok();
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    // sqlx reports "relation already exists" notices of idempotent migrations at info.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn migrated_db(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url();
+    let db = db::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&url)))?;
+    schema::Migrator::up(&db, None)
+        .await
+        .context("running the ticketing schema migrations")?;
+    Ok(db)
+}
+
+/// The URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let dirs = config.dirs();
+    let db = migrated_db(&config).await?;
+    let dialect = db::Dialect::of(&db)?;
+    let executor_id = config.executor_id();
+    let registry = Arc::new(jobs::registry());
+
+    // Bind first, so port 0 works and the advertised URL carries the real port.
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding {}", config.addr))?;
+    let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
+    let advertise_url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let running = Arc::new(api::RunningTasks::default());
+    let mail_queued = Arc::new(Notify::new());
+
+    let sender = mail::Sender::new(
+        &config,
+        db.clone(),
+        dialect,
+        dirs.mail.clone(),
+        mail_queued.clone(),
+    )
+    .context("setting up e-mail delivery")?;
+    tracing::info!(delivery = %sender.describe(), "e-mail sender ready");
+    // The sender stops on its own token, after the tasks, so their last e-mails still go out.
+    let mail_stop = CancellationToken::new();
+    let mail_task = tokio::spawn(sender.run(mail_stop.clone()));
+
+    let service = api::ExecutorService {
+        executor_id: executor_id.clone(),
+        registry: registry.clone(),
+        db: db.clone(),
+        dialect,
+        settings: Arc::new(tasks::TaskSettings {
+            dirs: dirs.clone(),
+            frontend_url: config.frontend_url.clone(),
+            admin_emails: config.admin_emails(),
+            memory_alert_mb: config.memory_alert_mb,
+            disk_alert_percent: config.disk_alert_percent,
+            reengagement_batch_limit: config.reengagement_batch_limit,
+            started_at: chrono::Utc::now(),
+        }),
+        default_tz: config.timezone,
+        running: running.clone(),
+        run_stats: Arc::new(tasks::RunStats::default()),
+        mail_queued,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ticketmax_proto::v1::executor_server::ExecutorServer<api::ExecutorService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ticketmax_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ticketmax_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+
+    let registration = registration::Registration {
+        control_plane_url: config.control_plane_url.clone(),
+        executor_id: executor_id.clone(),
+        advertise_url: advertise_url.clone(),
+        jobs: registry.names(),
+        running: running.clone(),
+    };
+    let registration = Arc::new(registration);
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat_task = tokio::spawn({
+        let registration = registration.clone();
+        let stop = heartbeat_stop.clone();
+        async move { registration.run(stop).await }
+    });
+
+    let signal_task = tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    tracing::info!(
+        %executor_id, listen = %bound, advertise = %advertise_url,
+        database = %redact(&config.database_url()), tasks = registry.names().len(),
+        "executor serving"
+    );
+    let server_shutdown = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ticketmax_proto::v1::executor_server::ExecutorServer::new(
+            service,
+        ))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            server_shutdown.cancelled_owned(),
+        )
+        .await
+        .context("serving gRPC")?;
+
+    // The server returns once its connections have drained; running tasks were cancelled by the
+    // same token and have reported CANCELLED on their streams.
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish within {SHUTDOWN_GRACE:?}");
+    }
+    heartbeat_stop.cancel();
+    let _ = heartbeat_task.await;
+    registration.deregister().await;
+    mail_stop.cancel();
+    let _ = mail_task.await;
+    db.close().await.ok();
+    signal_task.abort();
+    tracing::info!("executor stopped");
+    Ok(())
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: cancelling running tasks");
+    shutdown.cancel();
+}

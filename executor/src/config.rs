@@ -1,0 +1,273 @@
+//! Command line and environment configuration. Every option is also an environment variable.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ticketmax-executor",
+    version,
+    about = "TicketMax Jobs executor: runs the ticketing tasks against the ticketing database \
+             and streams their progress to the control plane"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the Executor gRPC API, register with the control plane and deliver e-mail (default).
+    Serve,
+    /// Run the ticketing schema migrations and exit.
+    Migrate,
+    /// Fill the ticketing database with deterministic demo data (users, events, bookings, ...).
+    SeedDemo(SeedArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SeedArgs {
+    /// Number of users.
+    #[arg(long, env = "TICKETMAX_SEED_USERS", default_value_t = 200)]
+    pub users: u32,
+    /// Number of events.
+    #[arg(long, env = "TICKETMAX_SEED_EVENTS", default_value_t = 40)]
+    pub events: u32,
+    /// Number of bookings.
+    #[arg(long, env = "TICKETMAX_SEED_BOOKINGS", default_value_t = 2000)]
+    pub bookings: u32,
+    /// PRNG seed: the same seed gives the same data (relative to "now").
+    #[arg(long, env = "TICKETMAX_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Seed even if the database already has users (adds another batch with fresh e-mails).
+    #[arg(long, env = "TICKETMAX_SEED_FORCE")]
+    pub force: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct Config {
+    /// gRPC listen address; port 0 picks a free port (the real one is advertised).
+    #[arg(
+        long = "addr",
+        env = "TICKETMAX_EXECUTOR_ADDR",
+        default_value = "127.0.0.1:50061",
+        global = true
+    )]
+    pub addr: SocketAddr,
+    /// URL the control plane dials to reach this executor [default: http://<bound address>].
+    #[arg(
+        long = "advertise-url",
+        env = "TICKETMAX_EXECUTOR_ADVERTISE_URL",
+        global = true
+    )]
+    pub advertise_url: Option<String>,
+    /// The control plane's gRPC URL (ExecutorRegistry).
+    #[arg(
+        long = "control-plane-url",
+        env = "TICKETMAX_CONTROL_PLANE_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub control_plane_url: String,
+    /// Ticketing database URL (postgres://... or sqlite://...) [default: sqlite file ticketing.db in the data dir].
+    #[arg(long = "database-url", env = "TICKETING_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database, mail, uploads, documents and logs of the embedded default.
+    #[arg(
+        long = "data-dir",
+        env = "TICKETMAX_DATA_DIR",
+        default_value = "./.ticketmax",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Executor id used when registering [default: <hostname>-<pid>].
+    #[arg(long = "executor-id", env = "TICKETMAX_EXECUTOR_ID", global = true)]
+    pub executor_id: Option<String>,
+    /// Default IANA timezone for day windows when a run request names none.
+    #[arg(
+        long = "timezone",
+        env = "TICKETMAX_TIMEZONE",
+        default_value = "UTC",
+        global = true
+    )]
+    pub timezone: chrono_tz::Tz,
+    /// SMTP server; without it e-mails are written as .eml files into the mail dir.
+    #[arg(long = "smtp-host", env = "SMTP_HOST", global = true)]
+    pub smtp_host: Option<String>,
+    /// SMTP port [default: 587].
+    #[arg(long = "smtp-port", env = "SMTP_PORT", global = true)]
+    pub smtp_port: Option<u16>,
+    /// SMTP user name (authentication only when set).
+    #[arg(long = "smtp-user", env = "SMTP_USER", global = true)]
+    pub smtp_user: Option<String>,
+    /// SMTP password.
+    #[arg(
+        long = "smtp-pass",
+        env = "SMTP_PASS",
+        hide_env_values = true,
+        global = true
+    )]
+    pub smtp_pass: Option<String>,
+    /// Sender address of every e-mail.
+    #[arg(
+        long = "smtp-from",
+        env = "SMTP_FROM",
+        default_value = "TicketMax <noreply@ticketmax.local>",
+        global = true
+    )]
+    pub smtp_from: String,
+    /// SMTP transport security: auto (465 → tls, 587 → starttls, else opportunistic starttls), tls, starttls, none.
+    #[arg(
+        long = "smtp-security",
+        env = "SMTP_SECURITY",
+        default_value = "auto",
+        global = true
+    )]
+    pub smtp_security: SmtpSecurity,
+    /// Public URL of the TicketMax web app, used for links in e-mails.
+    #[arg(
+        long = "frontend-url",
+        env = "FRONTEND_URL",
+        default_value = "http://localhost:3000",
+        global = true
+    )]
+    pub frontend_url: String,
+    /// Comma-separated addresses that receive reports and alerts.
+    #[arg(
+        long = "admin-emails",
+        env = "ADMIN_EMAILS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub admin_emails: Vec<String>,
+    /// Temporary uploads directory [default: <data dir>/uploads/tmp].
+    #[arg(
+        long = "uploads-tmp-dir",
+        env = "TICKETMAX_UPLOADS_TMP_DIR",
+        global = true
+    )]
+    pub uploads_tmp_dir: Option<PathBuf>,
+    /// Documents directory [default: <data dir>/documents].
+    #[arg(long = "documents-dir", env = "TICKETMAX_DOCUMENTS_DIR", global = true)]
+    pub documents_dir: Option<PathBuf>,
+    /// Logs directory [default: <data dir>/logs].
+    #[arg(long = "logs-dir", env = "TICKETMAX_LOGS_DIR", global = true)]
+    pub logs_dir: Option<PathBuf>,
+    /// Directory of the .eml files written when no SMTP_HOST is set [default: <data dir>/mail].
+    #[arg(long = "mail-dir", env = "TICKETMAX_MAIL_DIR", global = true)]
+    pub mail_dir: Option<PathBuf>,
+    /// Memory (resident set) above which the health report alerts, in MiB.
+    #[arg(
+        long = "memory-alert-mb",
+        env = "TICKETMAX_MEMORY_ALERT_MB",
+        default_value_t = 512,
+        global = true
+    )]
+    pub memory_alert_mb: u64,
+    /// Disk usage of a data dir's file system above which the disk check cleans and alerts, in percent.
+    #[arg(
+        long = "disk-alert-percent",
+        env = "TICKETMAX_DISK_ALERT_PERCENT",
+        default_value_t = 90,
+        global = true
+    )]
+    pub disk_alert_percent: u8,
+    /// Most re-engagement e-mails one run queues (params.limit overrides).
+    #[arg(
+        long = "reengagement-batch-limit",
+        env = "TICKETMAX_REENGAGEMENT_BATCH_LIMIT",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub reengagement_batch_limit: u64,
+    /// Seconds a delivering executor holds an outbox row before another may retry it.
+    #[arg(
+        long = "mail-lease-seconds",
+        env = "TICKETMAX_MAIL_LEASE_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub mail_lease_seconds: u64,
+    /// Delivery attempts before an e-mail with transient errors is marked failed.
+    #[arg(
+        long = "mail-max-attempts",
+        env = "TICKETMAX_MAIL_MAX_ATTEMPTS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub mail_max_attempts: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmtpSecurity {
+    Auto,
+    Tls,
+    Starttls,
+    None,
+}
+
+/// The directories the tasks and the mail sender work in, resolved against the data dir.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    pub data: PathBuf,
+    pub uploads_tmp: PathBuf,
+    pub documents: PathBuf,
+    pub logs: PathBuf,
+    pub mail: PathBuf,
+}
+
+impl Config {
+    pub fn dirs(&self) -> Dirs {
+        let data = self.data_dir.clone();
+        let or = |dir: &Option<PathBuf>, default: &[&str]| {
+            dir.clone()
+                .unwrap_or_else(|| default.iter().fold(data.clone(), |p, part| p.join(part)))
+        };
+        Dirs {
+            uploads_tmp: or(&self.uploads_tmp_dir, &["uploads", "tmp"]),
+            documents: or(&self.documents_dir, &["documents"]),
+            logs: or(&self.logs_dir, &["logs"]),
+            mail: or(&self.mail_dir, &["mail"]),
+            data,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => sqlite_url(&self.data_dir.join("ticketing.db")),
+        }
+    }
+
+    pub fn executor_id(&self) -> String {
+        match &self.executor_id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+
+    pub fn admin_emails(&self) -> Vec<String> {
+        self.admin_emails
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "executor".to_owned())
+}

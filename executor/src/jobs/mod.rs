@@ -1,0 +1,91 @@
+//! The ticketing jobs of SPEC §4, one module per service of the original system.
+//!
+//! Every mutating job works in chunks: one transaction per chunk, conditions re-checked inside
+//! the UPDATE/DELETE itself, e-mails queued in the same transaction, a progress event after each
+//! commit and a cancellation check before the next chunk.
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+use crate::tasks::{DbContext, TaskContext, TaskError, TaskRegistry};
+
+pub mod aggregates;
+pub mod analytics;
+pub mod bookings;
+pub mod data_cleanup;
+pub mod events;
+pub mod inventory;
+pub mod notifications;
+pub mod payments;
+pub mod window;
+
+/// Every task this executor can run.
+pub fn registry() -> TaskRegistry {
+    let mut r = TaskRegistry::default();
+    payments::register(&mut r);
+    bookings::register(&mut r);
+    events::register(&mut r);
+    notifications::register(&mut r);
+    data_cleanup::register(&mut r);
+    analytics::register(&mut r);
+    r
+}
+
+/// What one chunk did: rows handled (0 ends the loop) and the counts to add to the summary.
+#[derive(Default)]
+pub struct ChunkDone {
+    pub handled: u64,
+    pub counts: Vec<(&'static str, u64)>,
+    pub mail_queued: bool,
+}
+
+/// One chunk of a job, applied inside the transaction it is given.
+#[async_trait::async_trait]
+pub trait ChunkStep: Send + Sync {
+    async fn apply(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError>;
+}
+
+/// Applies `step` chunk after chunk, each in its own transaction, until a chunk handles nothing.
+/// Counts reach the summary only once their chunk has committed.
+pub async fn run_chunks(
+    ctx: &TaskContext,
+    step: &dyn ChunkStep,
+    total: u64,
+    what: &str,
+) -> Result<u64, TaskError> {
+    let mut done = 0;
+    ctx.progress(0, total, format!("{what}: 0/{total}"));
+    loop {
+        ctx.checkpoint()?;
+        let txn = ctx.db.begin().await.context("starting a transaction")?;
+        let chunk = step.apply(ctx, &txn).await?;
+        txn.commit()
+            .await
+            .context(format!("committing a chunk of {what}"))?;
+        if chunk.handled == 0 {
+            break;
+        }
+        for (key, n) in &chunk.counts {
+            ctx.add(key, *n);
+        }
+        if chunk.mail_queued {
+            ctx.mail_queued();
+        }
+        done += chunk.handled;
+        ctx.progress(
+            done,
+            total.max(done),
+            format!("{what}: {done}/{}", total.max(done)),
+        );
+    }
+    Ok(done)
+}
+
+/// Initialises summary keys to 0 so an idle run still reports every count.
+pub fn zero(ctx: &TaskContext, keys: &[&str]) {
+    for key in keys {
+        ctx.add(key, 0);
+    }
+}

@@ -1,0 +1,341 @@
+//! payment-cleanup: stale payments, old failed payments, payment analytics.
+//!
+//! The two stale-payment jobs never overlap: "abandoned" takes `pending` payments (the customer
+//! never submitted them), "timeouts" takes `processing` payments (sent to the gateway, no answer).
+use chrono::Duration;
+use sea_orm::DatabaseTransaction;
+use serde_json::json;
+
+use super::bookings::count;
+use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
+use super::window::day_offset;
+use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
+use crate::db::{Sql, col};
+use crate::outbox::OutboxInsert;
+use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+
+pub fn register(r: &mut TaskRegistry) {
+    r.register(StalePayments::ABANDONED);
+    r.register(StalePayments::TIMEOUTS);
+    r.register(CleanupOldFailedPayments);
+    r.register(GeneratePaymentAnalytics);
+}
+
+/// Payments stuck in `from_status` for longer than `minutes` → `to_status`; their still-pending
+/// booking is cancelled, its tickets released and the customer e-mailed.
+pub struct StalePayments {
+    name: &'static str,
+    from_status: &'static str,
+    minutes: i64,
+    to_status: &'static str,
+    /// Timestamp column set to the run's reference time.
+    at_column: &'static str,
+    failure_reason: Option<&'static str>,
+    booking_reason: &'static str,
+    mail_kind: &'static str,
+    subject: &'static str,
+    /// Summary key of the payments changed.
+    counted_as: &'static str,
+}
+
+impl StalePayments {
+    pub const ABANDONED: StalePayments = StalePayments {
+        name: "payment-cleanup/cleanup-abandoned-payments",
+        from_status: "pending",
+        minutes: 15,
+        to_status: "abandoned",
+        at_column: "abandoned_at",
+        failure_reason: None,
+        booking_reason: "Payment abandoned",
+        mail_kind: "payment-abandoned",
+        subject: "Your payment was not completed",
+        counted_as: "abandoned",
+    };
+
+    pub const TIMEOUTS: StalePayments = StalePayments {
+        name: "payment-cleanup/handle-payment-timeouts",
+        from_status: "processing",
+        minutes: 10,
+        to_status: "failed",
+        at_column: "failed_at",
+        failure_reason: Some("Payment gateway timeout"),
+        booking_reason: "Payment failed: payment gateway timeout",
+        mail_kind: "payment-failed",
+        subject: "Payment failed",
+        counted_as: "failed",
+    };
+
+    fn stale(&self, p: &str, status: &str, cutoff: &str) -> String {
+        format!("{p}.status = {status} AND {p}.created_at < {cutoff}")
+    }
+}
+
+struct StaleChunk<'a> {
+    rule: &'a StalePayments,
+    batch: u64,
+}
+
+#[async_trait::async_trait]
+impl ChunkStep for StaleChunk<'_> {
+    async fn apply(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let rule = self.rule;
+        let mut q = Sql::new(ctx.dialect);
+        let now = q.bind(ctx.now);
+        let from = q.bind(rule.from_status.to_owned());
+        let to = q.bind(rule.to_status.to_owned());
+        let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
+        let limit = q.bind(self.batch as i64);
+        let reason = match rule.failure_reason {
+            Some(r) => format!(", failure_reason = {}", q.bind(r.to_owned())),
+            None => String::new(),
+        };
+        q.push(&format!(
+            "UPDATE payments SET status = {to}, {at} = {now}{reason} \
+             WHERE id IN (SELECT p.id FROM payments p WHERE {sel} ORDER BY p.id LIMIT {limit}{lock}) \
+             AND {recheck} RETURNING id, booking_id",
+            at = rule.at_column,
+            sel = rule.stale("p", &from, &cutoff),
+            lock = ctx.dialect.skip_locked(),
+            recheck = rule.stale("payments", &from, &cutoff),
+        ));
+        let rows = q
+            .fetch_all(txn)
+            .await
+            .context(format!("marking stale payments {}", rule.to_status))?;
+        if rows.is_empty() {
+            return Ok(ChunkDone::default());
+        }
+        let mut payment_ids = Vec::with_capacity(rows.len());
+        let mut booking_ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            payment_ids.push(col::<i64>(row, 0).context("reading payment ids")?);
+            booking_ids.push(col::<i64>(row, 1).context("reading payment booking ids")?);
+        }
+        booking_ids.sort_unstable();
+        booking_ids.dedup();
+        let released =
+            cancel_pending_bookings(txn, ctx.dialect, &booking_ids, rule.booking_reason, ctx.now)
+                .await
+                .context("cancelling the bookings of stale payments")?;
+        let tickets = release_tickets(txn, ctx.dialect, &released)
+            .await
+            .context("releasing tickets of stale payments")?;
+
+        let mut mail = Sql::new(ctx.dialect);
+        let subject = mail.bind(rule.subject.to_owned());
+        OutboxInsert {
+            kind: rule.mail_kind,
+            dedupe_key: format!("'{}:' || p.id", rule.mail_kind),
+            recipient: "u.email".into(),
+            subject,
+            payload: vec![
+                ("payment_id", "p.id".into()),
+                ("booking_id", "p.booking_id".into()),
+                ("first_name", "u.first_name".into()),
+                ("last_name", "u.last_name".into()),
+                ("amount", "p.amount".into()),
+                ("currency", "p.currency".into()),
+                ("failure_reason", "p.failure_reason".into()),
+                ("event_title", "e.title".into()),
+                ("starts_at", "e.starts_at".into()),
+                ("quantity", "b.quantity".into()),
+                ("booking_status", "b.status".into()),
+            ],
+            from_where: format!(
+                "FROM payments p JOIN users u ON u.id = p.user_id \
+                 LEFT JOIN bookings b ON b.id = p.booking_id \
+                 LEFT JOIN events e ON e.id = b.event_id WHERE p.id IN ({})",
+                id_list(payment_ids.iter().copied())
+            ),
+        }
+        .push_to(&mut mail, chrono::Utc::now());
+        let emails = mail
+            .execute(txn)
+            .await
+            .context(format!("queueing {} e-mails", rule.mail_kind))?;
+
+        Ok(ChunkDone {
+            handled: payment_ids.len() as u64,
+            counts: vec![
+                (rule.counted_as, payment_ids.len() as u64),
+                ("bookings_cancelled", released.len() as u64),
+                ("tickets_released", tickets),
+                ("emails_queued", emails),
+            ],
+            mail_queued: emails > 0,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for StalePayments {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        zero(
+            ctx,
+            &[
+                self.counted_as,
+                "bookings_cancelled",
+                "tickets_released",
+                "emails_queued",
+            ],
+        );
+        let batch = ctx.batch_size(500)?;
+        let mut q = Sql::new(ctx.dialect);
+        let from = q.bind(self.from_status.to_owned());
+        let cutoff = q.bind(ctx.now - Duration::minutes(self.minutes));
+        q.push(&format!(
+            "SELECT COUNT(*) FROM payments p WHERE {}",
+            self.stale("p", &from, &cutoff)
+        ));
+        let total = count(q, ctx, "counting stale payments").await?;
+        run_chunks(
+            ctx,
+            &StaleChunk { rule: self, batch },
+            total,
+            &format!("{} payments", self.from_status),
+        )
+        .await?;
+        ctx.info(format!(
+            "Processed {} {} payments ({} → {}), cancelled {} bookings, released {} tickets",
+            ctx.count(self.counted_as),
+            self.from_status,
+            self.from_status,
+            self.to_status,
+            ctx.count("bookings_cancelled"),
+            ctx.count("tickets_released"),
+        ));
+        Ok(ctx.output(Vec::new()))
+    }
+}
+
+/// Failed and abandoned payments older than 30 days are deleted.
+pub struct CleanupOldFailedPayments;
+
+const FAILED_PAYMENT_RETENTION_DAYS: i64 = 30;
+
+fn old_failed(p: &str, cutoff: &str) -> String {
+    format!(
+        "{p}.status IN ('failed', 'abandoned') \
+         AND COALESCE({p}.failed_at, {p}.abandoned_at, {p}.created_at) < {cutoff}"
+    )
+}
+
+struct DeleteFailedChunk {
+    batch: u64,
+}
+
+#[async_trait::async_trait]
+impl ChunkStep for DeleteFailedChunk {
+    async fn apply(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let mut q = Sql::new(ctx.dialect);
+        let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
+        let limit = q.bind(self.batch as i64);
+        q.push(&format!(
+            "DELETE FROM payments WHERE id IN (SELECT p.id FROM payments p WHERE {} \
+             ORDER BY p.id LIMIT {limit}{}) AND {}",
+            old_failed("p", &cutoff),
+            ctx.dialect.skip_locked(),
+            old_failed("payments", &cutoff),
+        ));
+        let deleted = q
+            .execute(txn)
+            .await
+            .context("deleting old failed payments")?;
+        Ok(ChunkDone {
+            handled: deleted,
+            counts: vec![("deleted", deleted)],
+            mail_queued: false,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Task for CleanupOldFailedPayments {
+    fn name(&self) -> &'static str {
+        "payment-cleanup/cleanup-old-failed-payments"
+    }
+
+    async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        zero(ctx, &["deleted"]);
+        let batch = ctx.batch_size(1000)?;
+        let mut q = Sql::new(ctx.dialect);
+        let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
+        q.push(&format!(
+            "SELECT COUNT(*) FROM payments p WHERE {}",
+            old_failed("p", &cutoff)
+        ));
+        let total = count(q, ctx, "counting old failed payments").await?;
+        run_chunks(
+            ctx,
+            &DeleteFailedChunk { batch },
+            total,
+            "old failed payments",
+        )
+        .await?;
+        ctx.info(format!(
+            "Deleted {} failed or abandoned payments older than {FAILED_PAYMENT_RETENTION_DAYS} days",
+            ctx.count("deleted")
+        ));
+        Ok(ctx.output(Vec::new()))
+    }
+}
+
+/// Daily report for the day that just ended (the 00:00 run reports yesterday, not the empty new
+/// day): payments per status, success rate, revenue per currency.
+pub struct GeneratePaymentAnalytics;
+
+#[async_trait::async_trait]
+impl Task for GeneratePaymentAnalytics {
+    fn name(&self) -> &'static str {
+        "payment-cleanup/generate-payment-analytics"
+    }
+
+    async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        let day = day_offset(ctx.tz, ctx.now, -1);
+        let by_status =
+            aggregates::count_by(ctx, "payments", "status", "created_at", &day, "").await?;
+        let total: u64 = by_status.values().filter_map(|v| v.as_u64()).sum();
+        let n = |s: &str| by_status.get(s).and_then(|v| v.as_u64()).unwrap_or(0);
+        // Settled attempts only: pending/processing ones have no outcome yet.
+        let settled = n("success") + n("failed") + n("abandoned") + n("refunded");
+        let success_rate = aggregates::ratio(n("success") + n("refunded"), settled);
+        let revenue = aggregates::sum_by_currency(
+            ctx,
+            "payments",
+            "amount",
+            "COALESCE(paid_at, created_at)",
+            &day,
+            "status = 'success'",
+        )
+        .await?;
+        let body = json!({
+            "period": day.period,
+            "timezone": ctx.tz.name(),
+            "window": {"start": day.start, "end": day.end},
+            "total": total,
+            "by_status": by_status,
+            "success_rate": success_rate,
+            "revenue": revenue,
+        });
+        ctx.set("payments", total);
+        ctx.set("success_rate", success_rate);
+        ctx.info(format!(
+            "Payment analytics for {}: {total} payments, success rate {:.1}%",
+            day.period,
+            success_rate * 100.0
+        ));
+        aggregates::report(ctx, "payment-analytics", &day.period, body).await
+    }
+}

@@ -1,0 +1,354 @@
+//! Delivery of the e-mail outbox: claims due rows in batches and sends them over SMTP (pooled)
+//! or writes them as .eml files; retries transient failures with exponential backoff.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SmtpSecurity};
+use crate::db::{Dialect, Sql, col};
+
+pub mod money;
+pub mod templates;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid SMTP_FROM address '{0}': {1}")]
+    From(String, String),
+    #[error("cannot set up the SMTP transport to {host}: {source}")]
+    Smtp {
+        host: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("cannot create the mail directory {0}: {1}")]
+    MailDir(String, #[source] std::io::Error),
+}
+
+enum Transport {
+    /// The embedded default: one `<outbox id>.eml` file per e-mail.
+    Files(PathBuf),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// Why a delivery did not succeed.
+enum Failure {
+    /// Worth retrying later (connection trouble, 4xx).
+    Transient(String),
+    /// Will never succeed (5xx, malformed address).
+    Permanent(String),
+}
+
+struct Claimed {
+    id: i64,
+    dedupe_key: String,
+    kind: String,
+    recipient: String,
+    subject: String,
+    payload: String,
+    attempts: i64,
+}
+
+pub struct Sender {
+    db: DatabaseConnection,
+    dialect: Dialect,
+    transport: Transport,
+    from: Mailbox,
+    frontend_url: String,
+    lease: chrono::Duration,
+    max_attempts: i64,
+    wake: Arc<Notify>,
+}
+
+const BATCH: i64 = 50;
+const CONCURRENCY: usize = 4;
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+impl Sender {
+    pub fn new(
+        config: &Config,
+        db: DatabaseConnection,
+        dialect: Dialect,
+        mail_dir: PathBuf,
+        wake: Arc<Notify>,
+    ) -> Result<Self, MailError> {
+        let from: Mailbox =
+            config
+                .smtp_from
+                .parse()
+                .map_err(|e: lettre::address::AddressError| {
+                    MailError::From(config.smtp_from.clone(), e.to_string())
+                })?;
+        let transport = match &config.smtp_host {
+            Some(host) if !host.trim().is_empty() => Transport::Smtp(smtp_transport(config, host)?),
+            _ => {
+                std::fs::create_dir_all(&mail_dir)
+                    .map_err(|e| MailError::MailDir(mail_dir.display().to_string(), e))?;
+                Transport::Files(mail_dir)
+            }
+        };
+        Ok(Sender {
+            db,
+            dialect,
+            transport,
+            from,
+            frontend_url: config.frontend_url.clone(),
+            lease: chrono::Duration::seconds(
+                i64::try_from(config.mail_lease_seconds).unwrap_or(300),
+            ),
+            max_attempts: i64::from(config.mail_max_attempts.max(1)),
+            wake,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Files(dir) => format!(".eml files in {}", dir.display()),
+            Transport::Smtp(_) => "SMTP".to_owned(),
+        }
+    }
+
+    /// Delivers until `shutdown`; a batch in flight is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut db_down = false;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.claim().await {
+                Ok(batch) if !batch.is_empty() => {
+                    db_down = false;
+                    futures::stream::iter(batch)
+                        .for_each_concurrent(CONCURRENCY, |item| self.deliver(item))
+                        .await;
+                    continue;
+                }
+                Ok(_) => db_down = false,
+                Err(e) => {
+                    if !db_down {
+                        tracing::warn!(error = %e, "cannot claim e-mails from the outbox; retrying");
+                        db_down = true;
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+
+    /// Leases up to BATCH due rows: their next attempt moves past the lease, so another sender
+    /// (or this one after a crash) only retries them once the lease has run out.
+    async fn claim(&self) -> Result<Vec<Claimed>, DbErr> {
+        let now = Utc::now();
+        let mut q = Sql::new(self.dialect);
+        let (at, until, limit) = (q.bind(now), q.bind(now + self.lease), q.bind(BATCH));
+        q.push(&format!(
+            "UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until} \
+             WHERE id IN (SELECT id FROM email_outbox WHERE status = 'pending' \
+                          AND next_attempt_at <= {at} ORDER BY next_attempt_at, id \
+                          LIMIT {limit}{lock}) \
+             AND status = 'pending' AND next_attempt_at <= {at} \
+             RETURNING id, dedupe_key, kind, recipient, subject, payload, attempts",
+            lock = self.dialect.skip_locked()
+        ));
+        q.fetch_all(&self.db)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: col(r, 0)?,
+                    dedupe_key: col(r, 1)?,
+                    kind: col(r, 2)?,
+                    recipient: col(r, 3)?,
+                    subject: col(r, 4)?,
+                    payload: col(r, 5)?,
+                    attempts: col(r, 6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn deliver(&self, item: Claimed) {
+        let result = match self.message(&item) {
+            Ok(message) => self.send(&item, message).await,
+            Err(failure) => Err(failure),
+        };
+        let outcome = match result {
+            Ok(()) => self.mark_sent(item.id).await,
+            Err(Failure::Transient(error)) if item.attempts < self.max_attempts => {
+                let backoff = retry_delay(item.attempts);
+                tracing::warn!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, retry_in_s = backoff.num_seconds(), "e-mail delivery failed; will retry");
+                self.mark_retry(item.id, &error, backoff).await
+            }
+            Err(Failure::Transient(error) | Failure::Permanent(error)) => {
+                tracing::error!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, "e-mail delivery failed for good");
+                self.mark_failed(item.id, &error).await
+            }
+        };
+        if let Err(e) = outcome {
+            // The lease expires and the row is retried: at worst one duplicate, never a loss.
+            tracing::warn!(outbox_id = item.id, error = %e, "cannot record e-mail delivery outcome");
+        }
+    }
+
+    fn message(&self, item: &Claimed) -> Result<Message, Failure> {
+        let to: Mailbox = item.recipient.parse().map_err(|e| {
+            Failure::Permanent(format!("invalid recipient '{}': {e}", item.recipient))
+        })?;
+        let payload: serde_json::Value = serde_json::from_str(&item.payload)
+            .map_err(|e| Failure::Permanent(format!("invalid payload JSON: {e}")))?;
+        let body = templates::render(&item.kind, &payload, &self.frontend_url);
+        // A stable Message-ID per outbox row lets receivers drop a redelivered copy.
+        let message_id = format!(
+            "<{}.{}@ticketmax>",
+            item.id,
+            item.dedupe_key
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '.'
+                })
+                .collect::<String>()
+        );
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(item.subject.clone())
+            .message_id(Some(message_id))
+            .multipart(MultiPart::alternative_plain_html(body.text, body.html))
+            .map_err(|e| Failure::Permanent(format!("cannot build the message: {e}")))
+    }
+
+    async fn send(&self, item: &Claimed, message: Message) -> Result<(), Failure> {
+        match &self.transport {
+            Transport::Files(dir) => {
+                let path = dir.join(format!("{}.eml", item.id));
+                let tmp = dir.join(format!(".{}.eml.tmp", item.id));
+                // Written under a temporary name and renamed: a crash never leaves half a file,
+                // and a redelivery replaces the same file instead of adding a second one.
+                let bytes = message.formatted();
+                tokio::fs::write(&tmp, &bytes)
+                    .await
+                    .map_err(|e| Failure::Transient(format!("writing {}: {e}", tmp.display())))?;
+                tokio::fs::rename(&tmp, &path).await.map_err(|e| {
+                    Failure::Transient(format!("renaming to {}: {e}", path.display()))
+                })?;
+                tracing::debug!(outbox_id = item.id, path = %path.display(), "e-mail written");
+                Ok(())
+            }
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(_) => {
+                    tracing::info!(outbox_id = item.id, kind = %item.kind, "e-mail sent");
+                    Ok(())
+                }
+                Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
+                Err(e) => Err(Failure::Transient(e.to_string())),
+            },
+        }
+    }
+
+    async fn mark_sent(&self, id: i64) -> Result<u64, DbErr> {
+        let mut q = Sql::new(self.dialect);
+        let (now, id) = (q.bind(Utc::now()), q.bind(id));
+        q.push(&format!(
+            "UPDATE email_outbox SET status = 'sent', sent_at = {now}, last_error = NULL \
+             WHERE id = {id}"
+        ));
+        q.execute(&self.db).await
+    }
+
+    async fn mark_retry(
+        &self,
+        id: i64,
+        error: &str,
+        delay: chrono::Duration,
+    ) -> Result<u64, DbErr> {
+        let mut q = Sql::new(self.dialect);
+        let (next, error, id) = (
+            q.bind(Utc::now() + delay),
+            q.bind(error.to_owned()),
+            q.bind(id),
+        );
+        q.push(&format!(
+            "UPDATE email_outbox SET next_attempt_at = {next}, last_error = {error} WHERE id = {id}"
+        ));
+        q.execute(&self.db).await
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str) -> Result<u64, DbErr> {
+        let mut q = Sql::new(self.dialect);
+        let (error, id) = (q.bind(error.to_owned()), q.bind(id));
+        q.push(&format!(
+            "UPDATE email_outbox SET status = 'failed', last_error = {error} WHERE id = {id}"
+        ));
+        q.execute(&self.db).await
+    }
+}
+
+/// 30 s, 1 min, 2 min, ... capped at 1 h.
+fn retry_delay(attempts: i64) -> chrono::Duration {
+    let exp = u32::try_from(attempts.clamp(1, 8) - 1).unwrap_or(0);
+    chrono::Duration::seconds((30_i64 << exp).min(3600))
+}
+
+fn smtp_transport(
+    config: &Config,
+    host: &str,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+    let port = config.smtp_port.unwrap_or(587);
+    let err = |source| MailError::Smtp {
+        host: host.to_owned(),
+        source,
+    };
+    let security = match config.smtp_security {
+        SmtpSecurity::Auto => match port {
+            465 => SmtpSecurity::Tls,
+            587 => SmtpSecurity::Starttls,
+            _ => SmtpSecurity::Auto,
+        },
+        other => other,
+    };
+    let tls = match security {
+        SmtpSecurity::Tls => Tls::Wrapper(TlsParameters::new(host.to_owned()).map_err(err)?),
+        SmtpSecurity::Starttls => Tls::Required(TlsParameters::new(host.to_owned()).map_err(err)?),
+        // STARTTLS when the server offers it (local relays and test servers often do not).
+        SmtpSecurity::Auto => Tls::Opportunistic(TlsParameters::new(host.to_owned()).map_err(err)?),
+        SmtpSecurity::None => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(30)))
+        .pool_config(PoolConfig::new().max_size(CONCURRENCY as u32));
+    if let Some(user) = &config.smtp_user {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            config.smtp_pass.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(super::retry_delay(1).num_seconds(), 30);
+        assert_eq!(super::retry_delay(2).num_seconds(), 60);
+        assert_eq!(super::retry_delay(20).num_seconds(), 3600);
+    }
+}

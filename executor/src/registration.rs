@@ -1,0 +1,130 @@
+//! Registration with the control plane's `ExecutorRegistry`, heartbeats, and deregistration.
+use std::sync::Arc;
+use std::time::Duration;
+
+use ticketmax_proto::v1::executor_registry_client::ExecutorRegistryClient;
+use ticketmax_proto::v1::{DeregisterRequest, HeartbeatRequest, RegisterRequest};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::api::RunningTasks;
+
+pub struct Registration {
+    pub control_plane_url: String,
+    pub executor_id: String,
+    pub advertise_url: String,
+    pub jobs: Vec<String>,
+    pub running: Arc<RunningTasks>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+impl Registration {
+    fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        // Lazy: the control plane may start after us; calls fail until it answers.
+        Ok(Endpoint::from_shared(self.control_plane_url.clone())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy())
+    }
+
+    /// Registers (retrying with backoff until the control plane answers), then heartbeats until
+    /// `shutdown`, registering again whenever the control plane has forgotten us.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let channel = match self.channel() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(url = %self.control_plane_url, error = %e, "invalid control plane URL; not registering");
+                return;
+            }
+        };
+        let mut client = ExecutorRegistryClient::new(channel);
+        let mut outage = false;
+        'register: loop {
+            let mut backoff = MIN_BACKOFF;
+            let interval = loop {
+                let request = RegisterRequest {
+                    executor_id: self.executor_id.clone(),
+                    address: self.advertise_url.clone(),
+                    jobs: self.jobs.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                };
+                match client.register(request).await {
+                    Ok(resp) => {
+                        let ms = resp.into_inner().heartbeat_interval_ms;
+                        tracing::info!(
+                            control_plane = %self.control_plane_url,
+                            executor_id = %self.executor_id,
+                            address = %self.advertise_url,
+                            jobs = self.jobs.len(),
+                            "registered with the control plane"
+                        );
+                        outage = false;
+                        break if ms == 0 {
+                            DEFAULT_HEARTBEAT
+                        } else {
+                            Duration::from_millis(u64::from(ms))
+                        };
+                    }
+                    Err(status) => {
+                        if !outage {
+                            tracing::warn!(control_plane = %self.control_plane_url, error = %status.message(), "control plane unreachable; will keep trying to register");
+                            outage = true;
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            };
+
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                let request = HeartbeatRequest {
+                    executor_id: self.executor_id.clone(),
+                    running: u32::try_from(self.running.count()).unwrap_or(u32::MAX),
+                };
+                match client.heartbeat(request).await {
+                    Ok(resp) if resp.get_ref().known => {
+                        if outage {
+                            tracing::info!("control plane reachable again");
+                            outage = false;
+                        }
+                    }
+                    Ok(_) => {
+                        tracing::info!(
+                            "control plane does not know this executor; registering again"
+                        );
+                        continue 'register;
+                    }
+                    Err(status) => {
+                        if !outage {
+                            tracing::warn!(error = %status.message(), "heartbeat failed; control plane unreachable");
+                            outage = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn deregister(&self) {
+        let Ok(channel) = self.channel() else { return };
+        let mut client = ExecutorRegistryClient::new(channel);
+        let request = DeregisterRequest {
+            executor_id: self.executor_id.clone(),
+        };
+        match tokio::time::timeout(Duration::from_secs(3), client.deregister(request)).await {
+            Ok(Ok(_)) => tracing::info!("deregistered from the control plane"),
+            Ok(Err(status)) => tracing::warn!(error = %status.message(), "deregistration failed"),
+            Err(_) => tracing::warn!("deregistration timed out"),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The ticketing schema (SPEC §5) as sea-orm migrations, for Postgres and SQLite.
+//!
+//! Other components' tests insert rows with plain SQL, so the §5 column names are kept exactly,
+//! every id is an auto-incremented BIGINT, and every column that is not essential to a row has a
+//! default. Money is BIGINT minor units; times are `timestamptz` on Postgres and RFC 3339 text on
+//! SQLite (the executor binds every time from Rust, so both compare the same way). There are no
+//! foreign keys on purpose: the jobs keep the invariants themselves and deleting old rows in
+//! chunks must not cascade or fail on stray references.
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateTicketingTables)]
+    }
+
+    // A table of its own, so the ticketing schema can share a database with other migrations.
+    fn migration_table_name() -> DynIden {
+        "ticketing_migrations".into_iden()
+    }
+}
+
+struct CreateTicketingTables;
+
+impl MigrationName for CreateTicketingTables {
+    fn name(&self) -> &str {
+        "m20261128_000001_create_ticketing_tables"
+    }
+}
+
+/// Builds the columns of one table, choosing the backend's spelling of "now" for defaults.
+struct Columns {
+    backend: DbBackend,
+    defs: Vec<ColumnDef>,
+}
+
+impl Columns {
+    fn new(backend: DbBackend) -> Self {
+        let mut id = ColumnDef::new("id");
+        id.big_integer().not_null().auto_increment().primary_key();
+        Columns {
+            backend,
+            defs: vec![id],
+        }
+    }
+
+    fn text(mut self, name: &'static str, default: Option<&str>) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.text();
+        match default {
+            Some(value) => {
+                c.not_null().default(value.to_owned());
+            }
+            None => {
+                c.null();
+            }
+        }
+        self.defs.push(c);
+        self
+    }
+
+    fn required_text(mut self, name: &'static str) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.text().not_null();
+        self.defs.push(c);
+        self
+    }
+
+    fn big_int(mut self, name: &'static str, default: Option<i64>) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.big_integer();
+        match default {
+            Some(value) => {
+                c.not_null().default(value);
+            }
+            None => {
+                c.null();
+            }
+        }
+        self.defs.push(c);
+        self
+    }
+
+    fn flag(mut self, name: &'static str) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.boolean().not_null().default(false);
+        self.defs.push(c);
+        self
+    }
+
+    /// A nullable timestamp.
+    fn at(mut self, name: &'static str) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.timestamp_with_time_zone().null();
+        self.defs.push(c);
+        self
+    }
+
+    /// A timestamp that defaults to the insertion time, in the same text format the executor
+    /// binds on SQLite, so rows inserted by plain SQL compare correctly with bound times.
+    fn created_at(mut self, name: &'static str) -> Self {
+        let now = match self.backend {
+            DbBackend::Sqlite => Expr::cust("(strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))"),
+            _ => Expr::cust("CURRENT_TIMESTAMP"),
+        };
+        let mut c = ColumnDef::new(name);
+        c.timestamp_with_time_zone().not_null().default(now);
+        self.defs.push(c);
+        self
+    }
+
+    fn date(mut self, name: &'static str) -> Self {
+        let mut c = ColumnDef::new(name);
+        c.date().null();
+        self.defs.push(c);
+        self
+    }
+
+    fn table(self, name: &'static str) -> TableCreateStatement {
+        let mut t = Table::create();
+        t.table(name).if_not_exists();
+        for mut c in self.defs {
+            t.col(&mut c);
+        }
+        t
+    }
+}
+
+fn index(table: &'static str, name: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
+    let mut i = Index::create();
+    i.name(name).table(table).if_not_exists();
+    for c in cols {
+        i.col(*c);
+    }
+    i
+}
+
+fn unique_index(
+    table: &'static str,
+    name: &'static str,
+    cols: &[&'static str],
+) -> IndexCreateStatement {
+    let mut i = index(table, name, cols);
+    i.unique();
+    i
+}
+
+pub const TABLES: &[&str] = &[
+    "users",
+    "events",
+    "bookings",
+    "payments",
+    "email_outbox",
+    "cache_entries",
+    "documents",
+    "login_events",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTicketingTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let b = manager.get_database_backend();
+
+        let users = Columns::new(b)
+            .required_text("email")
+            .text("first_name", Some(""))
+            .text("last_name", Some(""))
+            .text("role", Some("customer"))
+            .flag("email_verified")
+            .date("date_of_birth")
+            .flag("newsletter_subscribed")
+            .flag("promotional_emails")
+            .flag("reengagement_sent")
+            .at("reengagement_sent_at")
+            .at("last_login_at")
+            .at("last_activity_at")
+            .created_at("created_at")
+            .table("users");
+
+        let events = Columns::new(b)
+            .big_int("organizer_id", None)
+            .text("title", Some(""))
+            .text("category", Some("general"))
+            .text("venue", Some(""))
+            .created_at("starts_at")
+            .at("ends_at")
+            .big_int("total_tickets", Some(0))
+            .big_int("available_tickets", Some(0))
+            .big_int("price", Some(0))
+            .text("currency", Some("NGN"))
+            .text("status", Some("upcoming"))
+            .flag("archived")
+            .at("archived_at")
+            .at("completed_at")
+            .created_at("created_at")
+            .table("events");
+
+        let bookings = Columns::new(b)
+            .big_int("user_id", Some(0))
+            .big_int("event_id", Some(0))
+            .big_int("quantity", Some(1))
+            .big_int("total_amount", Some(0))
+            .text("currency", Some("NGN"))
+            .text("status", Some("pending"))
+            .created_at("created_at")
+            .at("confirmed_at")
+            .at("cancelled_at")
+            .text("cancellation_reason", None)
+            .flag("confirmation_email_sent")
+            .at("confirmation_email_sent_at")
+            .flag("reminder_sent")
+            .at("reminder_sent_at")
+            .flag("early_reminder_sent")
+            .at("early_reminder_sent_at")
+            .flag("follow_up_sent")
+            .at("follow_up_sent_at")
+            .flag("refund_requested")
+            .at("refund_requested_at")
+            .flag("refund_processed")
+            .at("refund_processed_at")
+            .big_int("refund_amount", None)
+            .flag("refund_denied")
+            .text("refund_denial_reason", None)
+            .table("bookings");
+
+        let payments = Columns::new(b)
+            .big_int("booking_id", Some(0))
+            .big_int("user_id", Some(0))
+            .big_int("amount", Some(0))
+            .text("currency", Some("NGN"))
+            .text("status", Some("pending"))
+            .text("failure_reason", None)
+            .created_at("created_at")
+            .at("paid_at")
+            .at("failed_at")
+            .at("abandoned_at")
+            .at("refunded_at")
+            .table("payments");
+
+        let outbox = Columns::new(b)
+            .required_text("dedupe_key")
+            .required_text("kind")
+            .required_text("recipient")
+            .text("subject", Some(""))
+            .text("payload", Some("{}"))
+            .text("status", Some("pending"))
+            .big_int("attempts", Some(0))
+            .created_at("next_attempt_at")
+            .text("last_error", None)
+            .created_at("created_at")
+            .at("sent_at")
+            .table("email_outbox");
+
+        // Cache entries are keyed by their key, not by a surrogate id.
+        let mut cache = Table::create();
+        cache
+            .table("cache_entries")
+            .if_not_exists()
+            .col(ColumnDef::new("key").text().not_null().primary_key())
+            .col(ColumnDef::new("value").text().not_null().default(""))
+            .col(
+                ColumnDef::new("size_bytes")
+                    .big_integer()
+                    .not_null()
+                    .default(0),
+            )
+            .col(
+                ColumnDef::new("expires_at")
+                    .timestamp_with_time_zone()
+                    .null(),
+            );
+
+        let documents = Columns::new(b)
+            .required_text("path")
+            .created_at("created_at")
+            .table("documents");
+
+        let logins = Columns::new(b)
+            .big_int("user_id", Some(0))
+            .created_at("created_at")
+            .table("login_events");
+
+        for table in [
+            users, events, bookings, payments, outbox, cache, documents, logins,
+        ] {
+            manager.create_table(table).await?;
+        }
+
+        for i in [
+            unique_index("users", "ux_users_email", &["email"]),
+            index("users", "ix_users_created_at", &["created_at"]),
+            index(
+                "events",
+                "ix_events_status_starts_at",
+                &["status", "starts_at"],
+            ),
+            index("events", "ix_events_organizer", &["organizer_id"]),
+            index(
+                "bookings",
+                "ix_bookings_status_created_at",
+                &["status", "created_at"],
+            ),
+            index("bookings", "ix_bookings_event", &["event_id"]),
+            index(
+                "bookings",
+                "ix_bookings_user_created_at",
+                &["user_id", "created_at"],
+            ),
+            index(
+                "payments",
+                "ix_payments_status_created_at",
+                &["status", "created_at"],
+            ),
+            index("payments", "ix_payments_booking", &["booking_id"]),
+            unique_index(
+                "email_outbox",
+                "ux_email_outbox_dedupe_key",
+                &["dedupe_key"],
+            ),
+            index(
+                "email_outbox",
+                "ix_email_outbox_status_next",
+                &["status", "next_attempt_at"],
+            ),
+            index(
+                "cache_entries",
+                "ix_cache_entries_expires_at",
+                &["expires_at"],
+            ),
+            unique_index("documents", "ux_documents_path", &["path"]),
+            index(
+                "login_events",
+                "ix_login_events_created_at",
+                &["created_at"],
+            ),
+        ] {
+            manager.create_index(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in TABLES.iter().rev() {
+            manager
+                .drop_table(Table::drop().table(*table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! The task framework: what a task is, what it gets to work with, and how it reports.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde_json::{Map, Value};
+use ticketmax_proto::v1::{ExecutorEvent, LogLine, Progress, executor_event};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Dirs;
+use crate::db::Dialect;
+
+pub type Summary = Map<String, Value>;
+
+/// One report a task produced: kind (e.g. "payment-analytics"), period, JSON body.
+#[derive(Clone, Debug)]
+pub struct ReportDraft {
+    pub kind: String,
+    pub period: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct TaskOutput {
+    pub summary: Summary,
+    pub reports: Vec<ReportDraft>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Stopped at a chunk boundary; carries the counts of the work already committed.
+    #[error("cancelled")]
+    Cancelled(Summary),
+    #[error("database error while {context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: DbErr,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid parameter '{name}': {reason}")]
+    InvalidParam { name: String, reason: String },
+}
+
+/// Adds "while doing what" to database errors.
+pub trait DbContext<T> {
+    fn context(self, context: impl Into<String>) -> Result<T, TaskError>;
+}
+
+impl<T> DbContext<T> for Result<T, DbErr> {
+    fn context(self, context: impl Into<String>) -> Result<T, TaskError> {
+        self.map_err(|source| TaskError::Db {
+            context: context.into(),
+            source,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Task: Send + Sync {
+    /// "<service>/<task>", e.g. "booking-cleanup/cancel-expired-bookings".
+    fn name(&self) -> &'static str;
+    async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError>;
+}
+
+#[derive(Default)]
+pub struct TaskRegistry {
+    tasks: HashMap<&'static str, Arc<dyn Task>>,
+}
+
+impl TaskRegistry {
+    pub fn register(&mut self, task: impl Task + 'static) {
+        self.tasks.insert(task.name(), Arc::new(task));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Task>> {
+        self.tasks.get(name).cloned()
+    }
+
+    /// Every task name, sorted, as registered with the control plane.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        names
+    }
+}
+
+/// Thresholds, links and directories the tasks need from the configuration.
+#[derive(Clone, Debug)]
+pub struct TaskSettings {
+    pub dirs: Dirs,
+    pub frontend_url: String,
+    pub admin_emails: Vec<String>,
+    pub memory_alert_mb: u64,
+    pub disk_alert_percent: u8,
+    pub reengagement_batch_limit: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Outcomes of the runs this executor process has finished, for the health report.
+#[derive(Default, Debug)]
+pub struct RunStats {
+    by_job: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl RunStats {
+    pub fn record(&self, job: &str, succeeded: bool) {
+        let mut map = self.by_job.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = map.entry(job.to_owned()).or_default();
+        if succeeded {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+
+    /// `{job: {"succeeded": n, "failed": m, "success_rate": r}}`.
+    pub fn snapshot(&self) -> Value {
+        let map = self.by_job.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Map::new();
+        for (job, (ok, failed)) in map.iter() {
+            let total = ok + failed;
+            out.insert(
+                job.clone(),
+                serde_json::json!({
+                    "succeeded": ok,
+                    "failed": failed,
+                    "success_rate": if total == 0 { 1.0 } else { *ok as f64 / total as f64 },
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+/// Everything a task works with. Built per run by the API layer.
+pub struct TaskContext {
+    pub db: DatabaseConnection,
+    pub dialect: Dialect,
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Reference time of the run: `params.as_of` if given, else the wall clock at start.
+    pub now: DateTime<Utc>,
+    pub tz: chrono_tz::Tz,
+    pub params: Map<String, Value>,
+    pub settings: Arc<TaskSettings>,
+    pub run_stats: Arc<RunStats>,
+    events: mpsc::UnboundedSender<ExecutorEvent>,
+    cancel: CancellationToken,
+    summary: Arc<Mutex<Summary>>,
+    mail_queued: Arc<Notify>,
+}
+
+/// The parts of a context the API layer supplies.
+pub struct ContextParts {
+    pub db: DatabaseConnection,
+    pub dialect: Dialect,
+    pub settings: Arc<TaskSettings>,
+    pub run_stats: Arc<RunStats>,
+    pub mail_queued: Arc<Notify>,
+}
+
+pub struct RunRequest {
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub tz: chrono_tz::Tz,
+    pub params: Map<String, Value>,
+}
+
+impl TaskContext {
+    /// Builds the context; fails when `params.as_of` is not RFC 3339.
+    pub fn new(
+        parts: ContextParts,
+        request: RunRequest,
+        events: mpsc::UnboundedSender<ExecutorEvent>,
+        cancel: CancellationToken,
+        summary: Arc<Mutex<Summary>>,
+    ) -> Result<Self, TaskError> {
+        let now = match request.params.get("as_of") {
+            None | Some(Value::Null) => Utc::now(),
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| TaskError::InvalidParam {
+                    name: "as_of".into(),
+                    reason: format!("'{s}' is not an RFC 3339 time: {e}"),
+                })?,
+            Some(other) => {
+                return Err(TaskError::InvalidParam {
+                    name: "as_of".into(),
+                    reason: format!("expected an RFC 3339 string, got {other}"),
+                });
+            }
+        };
+        Ok(TaskContext {
+            db: parts.db,
+            dialect: parts.dialect,
+            run_id: request.run_id,
+            job: request.job,
+            attempt: request.attempt,
+            scheduled_for: request.scheduled_for,
+            now,
+            tz: request.tz,
+            params: request.params,
+            settings: parts.settings,
+            run_stats: parts.run_stats,
+            events,
+            cancel,
+            summary,
+            mail_queued: parts.mail_queued,
+        })
+    }
+
+    pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(job = %self.job, run_id = %self.run_id, done, total, "{message}");
+        // A closed channel means the stream is gone; the cancellation token handles that.
+        let _ = self.events.send(ExecutorEvent {
+            kind: Some(executor_event::Kind::Progress(Progress {
+                done,
+                total,
+                message,
+            })),
+        });
+    }
+
+    /// A log line for the run's event stream, also emitted through tracing.
+    pub fn log(&self, level: &str, message: impl Into<String>) {
+        let message = message.into();
+        match level {
+            "error" => tracing::error!(job = %self.job, run_id = %self.run_id, "{message}"),
+            "warn" => tracing::warn!(job = %self.job, run_id = %self.run_id, "{message}"),
+            "debug" => tracing::debug!(job = %self.job, run_id = %self.run_id, "{message}"),
+            _ => tracing::info!(job = %self.job, run_id = %self.run_id, "{message}"),
+        }
+        let _ = self.events.send(ExecutorEvent {
+            kind: Some(executor_event::Kind::Log(LogLine {
+                level: level.to_owned(),
+                message,
+            })),
+        });
+    }
+
+    pub fn info(&self, message: impl Into<String>) {
+        self.log("info", message);
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.log("warn", message);
+    }
+
+    /// Adds `n` to the summary count `key` (creating it at 0 first, so zero counts show).
+    pub fn add(&self, key: &str, n: u64) {
+        let mut summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = summary.get(key).and_then(Value::as_u64).unwrap_or(0);
+        summary.insert(key.to_owned(), Value::from(current + n));
+    }
+
+    pub fn set(&self, key: &str, value: impl Into<Value>) {
+        let mut summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        summary.insert(key.to_owned(), value.into());
+    }
+
+    pub fn count(&self, key: &str) -> u64 {
+        let summary = self.summary.lock().unwrap_or_else(PoisonError::into_inner);
+        summary.get(key).and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    pub fn summary(&self) -> Summary {
+        self.summary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Called between chunks: stops the task with its partial summary once cancelled.
+    pub fn checkpoint(&self) -> Result<(), TaskError> {
+        if self.cancel.is_cancelled() {
+            Err(TaskError::Cancelled(self.summary()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Wakes the mail sender after a transaction that queued e-mails has committed.
+    pub fn mail_queued(&self) {
+        self.mail_queued.notify_one();
+    }
+
+    /// The finished output: the summary so far plus the given reports.
+    pub fn output(&self, reports: Vec<ReportDraft>) -> TaskOutput {
+        TaskOutput {
+            summary: self.summary(),
+            reports,
+        }
+    }
+
+    /// Rows per chunk: `params.batch_size`, else `default`.
+    pub fn batch_size(&self, default: u64) -> Result<u64, TaskError> {
+        match self.param_u64("batch_size")? {
+            Some(0) => Err(TaskError::InvalidParam {
+                name: "batch_size".into(),
+                reason: "must be at least 1".into(),
+            }),
+            Some(n) => Ok(n.min(10_000)),
+            None => Ok(default),
+        }
+    }
+
+    pub fn param_u64(&self, name: &str) -> Result<Option<u64>, TaskError> {
+        match self.params.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                        .map(|f| f as u64)
+                })
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .map(Some)
+                .ok_or_else(|| TaskError::InvalidParam {
+                    name: name.into(),
+                    reason: format!("expected a non-negative integer, got {v}"),
+                }),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Test harness: fresh ticketing databases (SQLite always, Postgres when
+//! `TICKETMAX_TEST_DATABASE_URL` names a server) and a way to run one task directly.
+#![allow(dead_code)]
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+use serde_json::{Map, Value};
+use ticketmax_executor::config::Dirs;
+use ticketmax_executor::db::{self, Dialect, Sql, col};
+use ticketmax_executor::tasks::{
+    ContextParts, RunRequest, RunStats, TaskContext, TaskError, TaskOutput, TaskSettings,
+};
+use tokio_util::sync::CancellationToken;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = Utc::now().timestamp_subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub struct TestDb {
+    pub name: &'static str,
+    pub db: DatabaseConnection,
+    pub dialect: Dialect,
+    pub dirs: Dirs,
+}
+
+/// A migrated SQLite database, plus a migrated Postgres one when configured.
+pub async fn databases() -> Vec<TestDb> {
+    let root = std::env::temp_dir().join(unique("ticketmax_exec_test"));
+    let dirs = Dirs {
+        data: root.clone(),
+        uploads_tmp: root.join("uploads/tmp"),
+        documents: root.join("documents"),
+        logs: root.join("logs"),
+        mail: root.join("mail"),
+    };
+    let mut out = Vec::new();
+    let sqlite = db::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        root.join("ticketing.db").display()
+    ))
+    .await
+    .expect("sqlite");
+    out.push(migrated("sqlite", sqlite, dirs.clone()).await);
+    match std::env::var("TICKETMAX_TEST_DATABASE_URL") {
+        Ok(server) if !server.is_empty() => {
+            let admin = db::connect(&server).await.expect("postgres server");
+            let name = unique("tm_exec");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+            let pg = db::connect(&format!("{base}/{name}"))
+                .await
+                .expect("test db");
+            out.push(migrated("postgres", pg, dirs).await);
+        }
+        _ => eprintln!("TICKETMAX_TEST_DATABASE_URL is unset: testing on SQLite only"),
+    }
+    out
+}
+
+async fn migrated(name: &'static str, db: DatabaseConnection, dirs: Dirs) -> TestDb {
+    ticketmax_executor::schema::Migrator::up(&db, None)
+        .await
+        .expect("migrations");
+    let dialect = Dialect::of(&db).expect("dialect");
+    TestDb {
+        name,
+        db,
+        dialect,
+        dirs,
+    }
+}
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
+impl TestDb {
+    /// Runs task `job` with `as_of = now` and the given extra params.
+    pub async fn run(
+        &self,
+        job: &str,
+        now: DateTime<Utc>,
+        params: Value,
+    ) -> Result<TaskOutput, TaskError> {
+        self.run_with(job, now, params, CancellationToken::new())
+            .await
+    }
+
+    pub async fn run_with(
+        &self,
+        job: &str,
+        now: DateTime<Utc>,
+        params: Value,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutput, TaskError> {
+        let registry = ticketmax_executor::jobs::registry();
+        let task = registry.get(job).expect("task exists");
+        let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+        params.insert("as_of".into(), Value::String(now.to_rfc3339()));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = TaskContext::new(
+            ContextParts {
+                db: self.db.clone(),
+                dialect: self.dialect,
+                settings: Arc::new(TaskSettings {
+                    dirs: self.dirs.clone(),
+                    frontend_url: "https://tickets.example".into(),
+                    admin_emails: vec!["ops@example.com".into()],
+                    memory_alert_mb: 512,
+                    disk_alert_percent: 90,
+                    reengagement_batch_limit: 1000,
+                    started_at: now,
+                }),
+                run_stats: Arc::new(RunStats::default()),
+                mail_queued: Arc::new(tokio::sync::Notify::new()),
+            },
+            RunRequest {
+                run_id: "test-run".into(),
+                job: job.into(),
+                attempt: 1,
+                scheduled_for: Some(now),
+                tz: chrono_tz::UTC,
+                params,
+            },
+            tx,
+            cancel,
+            Arc::new(Mutex::new(Map::new())),
+        )?;
+        task.run(&ctx).await
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.db
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name));
+    }
+
+    /// Runs `sql` with `$1 .. $n` bound to `values`.
+    pub async fn exec_with(&self, sql: &str, values: Vec<sea_orm::Value>) {
+        let mut q = Sql::new(self.dialect);
+        for v in values {
+            q.bind(v);
+        }
+        q.push(sql);
+        q.execute(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name));
+    }
+
+    pub async fn int(&self, sql: &str) -> i64 {
+        let mut q = Sql::new(self.dialect);
+        q.push(sql);
+        let row = q
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name))
+            .expect("a row");
+        col::<Option<i64>>(&row, 0)
+            .expect("an integer")
+            .unwrap_or(0)
+    }
+
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        let mut q = Sql::new(self.dialect);
+        q.push(sql);
+        let row = q.fetch_one(&self.db).await.expect("query")?;
+        col::<Option<String>>(&row, 0).expect("text")
+    }
+
+    /// Asserts the ticket invariant for every event.
+    pub async fn assert_inventory(&self) {
+        let broken = self
+            .int(
+                "SELECT COUNT(*) FROM events e WHERE e.available_tickets + \
+                 (SELECT COALESCE(SUM(b.quantity), 0) FROM bookings b WHERE b.event_id = e.id \
+                  AND b.status IN ('pending', 'confirmed')) <> e.total_tickets",
+            )
+            .await;
+        assert_eq!(broken, 0, "{}: ticket invariant broken", self.name);
+    }
+}
+
+pub fn count(out: &TaskOutput, key: &str) -> u64 {
+    out.summary
+        .get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("summary has no count '{key}': {:?}", out.summary))
+}
