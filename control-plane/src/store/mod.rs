@@ -159,10 +159,22 @@ impl Store {
         Ok(Self { db })
     }
 
+    /// Runs pending migrations. On Postgres an advisory lock serialises replicas that start
+    /// together (concurrent `CREATE TABLE IF NOT EXISTS` races on the catalog otherwise).
     pub async fn migrate(&self) -> Result<()> {
-        migration::Migrator::up(&self.db, None)
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return migration::Migrator::up(&self.db, None)
+                .await
+                .ctx("running migrations");
+        }
+        let txn = self.db.begin().await.ctx("beginning the migration")?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7262531001)")
             .await
-            .ctx("running migrations")
+            .ctx("taking the migration lock")?;
+        migration::Migrator::up(&txn, None)
+            .await
+            .ctx("running migrations")?;
+        txn.commit().await.ctx("committing migrations")
     }
 
     pub async fn ping(&self) -> Result<()> {
