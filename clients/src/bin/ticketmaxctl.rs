@@ -816,7 +816,7 @@ fn fmt_when(t: Option<&Timestamp>) -> String {
         None => "-".into(),
         Some(at) => {
             let d = (at - Utc::now()).num_seconds();
-            let rel = if d >= 0 {
+            let rel = if d > 0 {
                 format!("in {}", fmt_span(d))
             } else {
                 format!("{} ago", fmt_span(d))
