@@ -104,6 +104,15 @@ impl Dialect {
         }
     }
 
+    /// Row locks on the rows of `alias` only (Postgres refuses to lock the nullable side of an
+    /// outer join, and the joined rows need no lock).
+    pub fn skip_locked_of(self, alias: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
+            Dialect::Sqlite => String::new(),
+        }
+    }
+
     /// A JSON object, as text, from `(key, SQL expression)` pairs.
     pub fn json_object(self, fields: &[(&str, String)]) -> String {
         let args = fields

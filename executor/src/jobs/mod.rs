@@ -13,6 +13,7 @@ pub mod bookings;
 pub mod data_cleanup;
 pub mod events;
 pub mod inventory;
+pub mod mailing;
 pub mod notifications;
 pub mod payments;
 pub mod window;
