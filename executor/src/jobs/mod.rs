@@ -12,6 +12,7 @@ pub mod analytics;
 pub mod bookings;
 pub mod data_cleanup;
 pub mod events;
+pub mod files;
 pub mod inventory;
 pub mod mailing;
 pub mod notifications;
