@@ -192,3 +192,32 @@ pub async fn report(
         body,
     }]))
 }
+
+/// Logs `warnings` and mails them to ADMIN_EMAILS, once per `key`.
+pub async fn alert(
+    ctx: &TaskContext,
+    key: &str,
+    title: &str,
+    warnings: &[String],
+    body: &Value,
+) -> Result<(), TaskError> {
+    for w in warnings {
+        ctx.warn(w.clone());
+    }
+    let payload = json!({"title": title, "warnings": warnings, "body": body});
+    let rows = outbox::to_admins(
+        &ctx.settings.admin_emails,
+        "alert",
+        key,
+        &format!("TicketMax alert: {title}"),
+        &payload,
+    );
+    let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &rows, chrono::Utc::now())
+        .await
+        .context("queueing alert e-mails")?;
+    ctx.add("alerts_queued", queued);
+    if queued > 0 {
+        ctx.mail_queued();
+    }
+    Ok(())
+}

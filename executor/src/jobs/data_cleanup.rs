@@ -11,7 +11,6 @@ use super::files::{self, AgedFile};
 use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
 use crate::db::{Dialect, Sql, col};
-use crate::outbox;
 use crate::schema::TABLES;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
 
@@ -303,34 +302,6 @@ fn disk_report(dirs: &[&PathBuf]) -> Vec<(String, u64, u64, f64)> {
     out
 }
 
-async fn alert(
-    ctx: &TaskContext,
-    key: &str,
-    title: &str,
-    warnings: &[String],
-    body: &Value,
-) -> Result<(), TaskError> {
-    for w in warnings {
-        ctx.warn(w.clone());
-    }
-    let payload = json!({"title": title, "warnings": warnings, "body": body});
-    let rows = outbox::to_admins(
-        &ctx.settings.admin_emails,
-        "alert",
-        key,
-        &format!("TicketMax alert: {title}"),
-        &payload,
-    );
-    let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &rows, chrono::Utc::now())
-        .await
-        .context("queueing alert e-mails")?;
-    ctx.add("alerts_queued", queued);
-    if queued > 0 {
-        ctx.mail_queued();
-    }
-    Ok(())
-}
-
 /// Memory, uptime, database, disk and outbox health, and the success rates of the runs this
 /// executor finished; alerts admins above the thresholds.
 pub struct GenerateSystemHealthReport;
@@ -427,7 +398,7 @@ impl Task for GenerateSystemHealthReport {
         ctx.set("warnings", warnings.len() as u64);
         zero(ctx, &["alerts_queued"]);
         if !warnings.is_empty() {
-            alert(
+            aggregates::alert(
                 ctx,
                 &format!("system-health:{}", day.period),
                 "system health",
@@ -478,7 +449,7 @@ impl Task for EmergencyDiskSpaceCheck {
             "bytes_freed": ctx.count("bytes_freed"),
         });
         let hour = ctx.now.with_timezone(&ctx.tz).format("%Y-%m-%dT%H");
-        alert(ctx, &format!("disk:{hour}"), "disk space", &warnings, &body).await?;
+        aggregates::alert(ctx, &format!("disk:{hour}"), "disk space", &warnings, &body).await?;
         Ok(ctx.output(Vec::new()))
     }
 }
