@@ -705,10 +705,8 @@ async fn follow(
                 }
             }
         }
-        if let Some(e) = stream_error {
-            if !e.is_unavailable() {
-                break Err(Failure::Client(e));
-            }
+        if let Some(e) = stream_error.filter(|e| !e.is_unavailable()) {
+            break Err(Failure::Client(e));
         }
         match client.run(run_id).await {
             Ok(run) if run.state().is_terminal() => break Ok(run),
