@@ -1,9 +1,8 @@
 //! Comparing cron schedules by meaning: `*/10 * * * *`, `0 */10 * * * *` and `EVERY_10_MINUTES`
 //! are the same schedule.
-
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Timelike, Utc};
 use croner::Cron;
 
 /// The job table of SPEC §4 with the seed's default schedules, as 5-field cron expressions.
@@ -112,6 +111,8 @@ pub fn next_fires<Tz: TimeZone + Copy>(
     n: usize,
 ) -> Option<Vec<DateTime<Utc>>> {
     let cron = parse_cron(expr)?;
+    // Cron ticks are whole seconds; croner would carry `from`'s fraction into its answers.
+    let from = from.with_nanosecond(0)?;
     Some(
         cron.iter_after(from)
             .take(n)
@@ -151,6 +152,16 @@ mod tests {
         assert!(!same_schedule("*/10 * * * *", "*/5 * * * *"));
         assert!(!same_schedule("0 8 1 * *", "0 8 * * 1"));
         assert!(!same_schedule("0 8 1 * *", "not a cron"));
+    }
+
+    #[test]
+    fn next_fires_are_whole_seconds() {
+        let from = Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 3).unwrap() + chrono::Duration::milliseconds(500);
+        let next = next_fires("*/5 * * * *", from, 2).unwrap();
+        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 1, 14, 13, 10, 0).unwrap());
+        assert_eq!(next[1], Utc.with_ymd_and_hms(2026, 1, 14, 13, 15, 0).unwrap());
+        let next = next_fires("* * * * * *", from, 1).unwrap();
+        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 4).unwrap());
     }
 
     #[test]
