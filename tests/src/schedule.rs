@@ -156,12 +156,22 @@ mod tests {
 
     #[test]
     fn next_fires_are_whole_seconds() {
-        let from = Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 3).unwrap() + chrono::Duration::milliseconds(500);
+        let from = Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 3).unwrap()
+            + chrono::Duration::milliseconds(500);
         let next = next_fires("*/5 * * * *", from, 2).unwrap();
-        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 1, 14, 13, 10, 0).unwrap());
-        assert_eq!(next[1], Utc.with_ymd_and_hms(2026, 1, 14, 13, 15, 0).unwrap());
+        assert_eq!(
+            next[0],
+            Utc.with_ymd_and_hms(2026, 1, 14, 13, 10, 0).unwrap()
+        );
+        assert_eq!(
+            next[1],
+            Utc.with_ymd_and_hms(2026, 1, 14, 13, 15, 0).unwrap()
+        );
         let next = next_fires("* * * * * *", from, 1).unwrap();
-        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 4).unwrap());
+        assert_eq!(
+            next[0],
+            Utc.with_ymd_and_hms(2026, 1, 14, 13, 7, 4).unwrap()
+        );
     }
 
     #[test]

@@ -606,3 +606,60 @@ async fn usage_and_connection_errors_have_their_exit_codes() {
         );
     }
 }
+
+#[tokio::test]
+async fn reports_and_report_show_what_an_analytics_run_produced() {
+    const PAYMENT_ANALYTICS: &str = "payment-cleanup/generate-payment-analytics";
+    let app = TestApp::spawn().await;
+    app.set_schedule(PAYMENT_ANALYTICS, QUIET).await;
+
+    let run = ctl_ok(
+        &app,
+        &["-o", "json", "trigger", PAYMENT_ANALYTICS, "--wait"],
+    )
+    .await
+    .json();
+    assert_eq!(run["state"], "RUN_STATE_SUCCEEDED", "{run:#}");
+    let run_id = run["id"].as_str().unwrap();
+
+    let reports = ctl_ok(
+        &app,
+        &["-o", "json", "reports", "--kind", "payment-analytics"],
+    )
+    .await
+    .json();
+    let reports = reports.as_array().expect("array");
+    let report = reports
+        .iter()
+        .find(|r| r["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("no payment-analytics report of run {run_id}: {reports:#?}"));
+    assert_eq!(report["kind"], "payment-analytics", "{report:#}");
+    assert_eq!(report["job"], PAYMENT_ANALYTICS, "{report:#}");
+    assert!(report["body"].is_object(), "{report:#}");
+    let id = report["id"].as_str().unwrap();
+    let period = report["period"].as_str().unwrap();
+
+    let out = ctl_ok(
+        &app,
+        &["reports", "--kind", "payment-analytics", "--limit", "5"],
+    )
+    .await;
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(id) && l.contains(period)),
+        "{out:?}"
+    );
+    let one = ctl_ok(&app, &["-o", "json", "report", id]).await.json();
+    assert_eq!(one["id"], id);
+    assert_eq!(one["body"], report["body"]);
+    let out = ctl_ok(&app, &["report", id]).await;
+    assert!(
+        out.stdout.contains(period) && out.stdout.contains(run_id),
+        "{out:?}"
+    );
+    // The body is printed as JSON after the header lines.
+    let body_start = out.stdout.find("\n{").expect("a JSON body");
+    let body: Json = serde_json::from_str(&out.stdout[body_start..]).expect("body is JSON");
+    assert_eq!(body, report["body"]);
+}

@@ -329,8 +329,8 @@ async fn watch_run_streams_events_in_order_live_and_replays_them_afterwards() {
     assert_eq!(
         last,
         Some(RunState::Succeeded),
-        "last event must be the terminal state: {:?}",
-        live.last()
+        "the live stream must end with the terminal state; got {}",
+        describe_events(&live)
     );
     let progress: Vec<_> = live
         .iter()
@@ -341,8 +341,8 @@ async fn watch_run_streams_events_in_order_live_and_replays_them_afterwards() {
         .collect();
     assert!(
         progress.len() >= 10,
-        "expected a progress event per chunk, got {}",
-        progress.len()
+        "expected a progress event per chunk of 1 (params.batch_size = 1), got {progress:?}; \
+         run: {done:#?}"
     );
     assert!(
         progress.windows(2).all(|w| w[0].done <= w[1].done),
@@ -443,4 +443,17 @@ async fn watch_run_joined_mid_run_replays_then_follows_to_the_end() {
 
 fn seqs(events: &[RunEvent]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
+}
+
+fn describe_events(events: &[RunEvent]) -> String {
+    events
+        .iter()
+        .map(|e| match &e.kind {
+            Some(EventKind::State(s)) => format!("#{} state {:?}", e.seq, s.state()),
+            Some(EventKind::Progress(p)) => format!("#{} progress {}/{}", e.seq, p.done, p.total),
+            Some(EventKind::Log(l)) => format!("#{} log {}: {}", e.seq, l.level, l.message),
+            None => format!("#{} (empty)", e.seq),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
