@@ -94,6 +94,8 @@ impl Executor for ExecutorService {
         &self,
         request: Request<RunJobRequest>,
     ) -> Result<Response<Self::RunJobStream>, Status> {
+        // The control plane's dispatch span travels as W3C `traceparent` in the metadata.
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
         if req.run_id.is_empty() {
             return Err(Status::invalid_argument("run_id is required"));
@@ -180,7 +182,8 @@ impl Executor for ExecutorService {
             summary.clone(),
         );
 
-        let span = tracing::info_span!("task", job = %req.job, run_id = %req.run_id, attempt = req.attempt);
+        let span = tracing::info_span!("task", job = %req.job, run_id = %req.run_id, attempt = req.attempt, outcome = tracing::field::Empty);
+        ticketmax_proto::telemetry::adopt(&span, &metadata);
         let driver = Driver {
             run_id: req.run_id.clone(),
             job: req.job.clone(),
@@ -342,6 +345,7 @@ impl Driver {
             }
             _ => tracing::warn!(outcome = outcome.as_str_name(), %error, "task ended"),
         }
+        tracing::Span::current().record("outcome", outcome.as_str_name());
         self.run_stats
             .record(&self.job, outcome == RunState::Succeeded);
         self.running.lock().remove(&self.run_id);

@@ -11,6 +11,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
     Statement, Value,
 };
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -189,16 +190,49 @@ impl Sql {
         Statement::from_sql_and_values(self.dialect.backend(), self.text, self.values)
     }
 
+    /// A child span of the running task for one statement: its text (placeholders, never the
+    /// bound values) and, once done, the rows it affected or returned.
+    /// Outside any span (the mail sender's polling) there is nothing to join: no span.
+    fn span(&self) -> tracing::Span {
+        if tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        let system = match self.dialect {
+            Dialect::Postgres => "postgresql",
+            Dialect::Sqlite => "sqlite",
+        };
+        tracing::info_span!("sql", db.system = system, db.statement = %self.text, rows = tracing::field::Empty)
+    }
+
     pub async fn execute(self, db: &impl ConnectionTrait) -> Result<u64, DbErr> {
-        Ok(db.execute_raw(self.statement()).await?.rows_affected())
+        let span = self.span();
+        let rows = db
+            .execute_raw(self.statement())
+            .instrument(span.clone())
+            .await?
+            .rows_affected();
+        span.record("rows", rows);
+        Ok(rows)
     }
 
     pub async fn fetch_all(self, db: &impl ConnectionTrait) -> Result<Vec<QueryResult>, DbErr> {
-        db.query_all_raw(self.statement()).await
+        let span = self.span();
+        let rows = db
+            .query_all_raw(self.statement())
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", rows.len());
+        Ok(rows)
     }
 
     pub async fn fetch_one(self, db: &impl ConnectionTrait) -> Result<Option<QueryResult>, DbErr> {
-        db.query_one_raw(self.statement()).await
+        let span = self.span();
+        let row = db
+            .query_one_raw(self.statement())
+            .instrument(span.clone())
+            .await?;
+        span.record("rows", usize::from(row.is_some()));
+        Ok(row)
     }
 }
 

@@ -22,7 +22,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // sqlx reports "relation already exists" notices of idempotent migrations at info.
+    let telemetry = ticketmax_proto::telemetry::init(
+        "ticketmax-executor",
+        "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
+    );
+    let result = run(cli).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Migrate => {
@@ -37,24 +47,6 @@ async fn main() -> anyhow::Result<()> {
             db.close().await.ok();
             Ok(())
         }
-    }
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    // sqlx reports "relation already exists" notices of idempotent migrations at info.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

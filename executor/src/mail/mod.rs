@@ -14,6 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, SmtpSecurity};
 use crate::db::{Dialect, Sql, col};
@@ -181,11 +182,29 @@ impl Sender {
             .collect()
     }
 
+    /// One delivery, and the recording of its outcome, under an `smtp.send` span.
     async fn deliver(&self, item: Claimed) {
+        let transport = match &self.transport {
+            Transport::Files(_) => "eml",
+            Transport::Smtp(_) => "smtp",
+        };
+        let span = tracing::info_span!("smtp.send", outbox_id = item.id, kind = %item.kind, attempt = item.attempts, transport, outcome = tracing::field::Empty);
+        self.deliver_in(item, span.clone()).instrument(span).await;
+    }
+
+    async fn deliver_in(&self, item: Claimed, span: tracing::Span) {
         let result = match self.message(&item) {
             Ok(message) => self.send(&item, message).await,
             Err(failure) => Err(failure),
         };
+        span.record(
+            "outcome",
+            match &result {
+                Ok(()) => "sent",
+                Err(Failure::Transient(_)) => "transient_error",
+                Err(Failure::Permanent(_)) => "permanent_error",
+            },
+        );
         let outcome = match result {
             Ok(()) => self.mark_sent(item.id).await,
             Err(Failure::Transient(error)) if item.attempts < self.max_attempts => {
