@@ -346,7 +346,10 @@ impl Driver {
             _ => tracing::warn!(outcome = outcome.as_str_name(), %error, "task ended"),
         }
         // Same words as the control plane's dispatch span and the run's state: "succeeded", ...
-        let state = outcome.as_str_name().trim_start_matches("RUN_STATE_").to_ascii_lowercase();
+        let state = outcome
+            .as_str_name()
+            .trim_start_matches("RUN_STATE_")
+            .to_ascii_lowercase();
         tracing::Span::current().record("outcome", state.as_str());
         self.run_stats
             .record(&self.job, outcome == RunState::Succeeded);

@@ -58,8 +58,14 @@ pub async fn run_chunks(
     what: &str,
 ) -> Result<u64, TaskError> {
     let mut done = 0;
+    let pause = ctx.chunk_pause()?;
     ctx.progress(0, total, format!("{what}: 0/{total}"));
     loop {
+        if let Some(pause) = pause
+            && done > 0
+        {
+            ctx.pause(pause).await;
+        }
         ctx.checkpoint()?;
         let txn = ctx.db.begin().await.context("starting a transaction")?;
         let chunk = step.apply(ctx, &txn).await?;

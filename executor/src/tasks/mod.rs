@@ -292,8 +292,21 @@ impl TaskContext {
         }
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+    /// The pause between chunks asked for by `params.pause_ms` (an operator's throttle for big
+    /// runs on a busy database; at most one minute).
+    pub fn chunk_pause(&self) -> Result<Option<std::time::Duration>, TaskError> {
+        Ok(self
+            .param_u64("pause_ms")?
+            .filter(|ms| *ms > 0)
+            .map(|ms| std::time::Duration::from_millis(ms.min(60_000))))
+    }
+
+    /// Sleeps for `pause`, or less if the run is cancelled meanwhile.
+    pub async fn pause(&self, pause: std::time::Duration) {
+        tokio::select! {
+            () = self.cancel.cancelled() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
     }
 
     /// Wakes the mail sender after a transaction that queued e-mails has committed.
