@@ -137,7 +137,7 @@ async fn unknown_job_cancel_timeout_and_sigterm() {
         .await
         .expect("RunJob")
         .into_inner();
-    let client = ex.client.clone();
+    let mut client = ex.client.clone();
     let mut asked = false;
     let (f, _) = finish(&mut s, |done| {
         if done >= 2 && !asked {
