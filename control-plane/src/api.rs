@@ -15,6 +15,7 @@ use ticketmax_proto::{
 
 use crate::{
     app::SharedApp,
+    auth::{Principal, Role},
     cron::{self, Schedule},
     dispatch::executor_jobs,
     store::{
@@ -270,7 +271,12 @@ impl JobApi {
         Ok(job_to_proto(&j, last.first()))
     }
 
-    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<v1::Job, Status> {
+    async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        who: Option<Principal>,
+    ) -> Result<v1::Job, Status> {
         let current = self.load_job(name).await?;
         let changes = JobChanges {
             enabled: Some(enabled),
@@ -279,10 +285,14 @@ impl JobApi {
         let updated = self
             .app
             .store
-            .update_job(&current.name, changes, None)
+            .update_job(
+                &current.name,
+                changes,
+                who.as_ref().map(|p| p.name.as_str()),
+            )
             .await?
             .ok_or_else(|| Status::not_found(format!("no job named '{name}'")))?;
-        tracing::info!(job = %updated.name, enabled, "job {}", if enabled { "resumed" } else { "paused" });
+        tracing::info!(job = %updated.name, enabled, by = who.as_ref().map_or("", |p| p.name.as_str()), "job {}", if enabled { "resumed" } else { "paused" });
         self.job_with_last_run(updated).await
     }
 }
@@ -293,8 +303,12 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Sen
 impl JobService for JobApi {
     async fn get_status(
         &self,
-        _req: Request<v1::GetStatusRequest>,
+        req: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "GetStatus")?;
         let store = &self.app.store;
         let last = store.last_runs().await?;
         let jobs = store
@@ -337,6 +351,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "ListJobs")?;
         let service = req.into_inner().service;
         let service = service.trim();
         let last = self.app.store.last_runs().await?;
@@ -352,6 +370,10 @@ impl JobService for JobApi {
     }
 
     async fn get_job(&self, req: Request<v1::GetJobRequest>) -> Result<Response<v1::Job>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "GetJob")?;
         let j = self.load_job(&req.into_inner().name).await?;
         Ok(Response::new(self.job_with_last_run(j).await?))
     }
@@ -360,6 +382,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::TriggerJobRequest>,
     ) -> Result<Response<v1::Run>, Status> {
+        let who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Operator, "TriggerJob")?;
         let metadata = req.metadata().clone();
         let req = req.into_inner();
         let key = req.idempotency_key.trim().to_string();
@@ -379,6 +405,9 @@ impl JobService for JobApi {
             )));
         }
         let job = self.load_job(&req.job).await?;
+        if let Some(p) = &who {
+            self.app.auth.allow_trigger(&p.name)?;
+        }
         let span = tracing::info_span!("trigger_job", job = %job.name);
         ticketmax_proto::telemetry::adopt(&span, &metadata);
         let trace_parent = ticketmax_proto::telemetry::traceparent(&span);
@@ -393,7 +422,7 @@ impl JobService for JobApi {
                 scheduled_for: now,
                 idempotency_key: (!key.is_empty()).then_some(key),
                 params,
-                triggered_by: None,
+                triggered_by: who.as_ref().map(|p| p.name.clone()),
                 trace_parent,
                 skip_reason: None,
             })
@@ -414,6 +443,10 @@ impl JobService for JobApi {
     }
 
     async fn get_run(&self, req: Request<v1::GetRunRequest>) -> Result<Response<v1::Run>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "GetRun")?;
         let r = self.load_run(&req.into_inner().run_id).await?;
         Ok(Response::new(run_to_proto(&r)))
     }
@@ -422,6 +455,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::ListRunsRequest>,
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "ListRuns")?;
         let req = req.into_inner();
         let page = match req.page_size {
             0 => DEFAULT_PAGE,
@@ -471,6 +508,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "WatchRun")?;
         let req = req.into_inner();
         let run = self.load_run(&req.run_id).await?;
         let after = i64::try_from(req.after_seq)
@@ -486,16 +527,23 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::CancelRunRequest>,
     ) -> Result<Response<v1::Run>, Status> {
+        let who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Operator, "CancelRun")?;
         let req = req.into_inner();
         let r = self.load_run(&req.run_id).await?;
+        let by = who
+            .as_ref()
+            .map_or("an operator".to_string(), |p| format!("'{}'", p.name));
         let reason = match req.reason.trim() {
-            "" => "cancelled by an operator".to_string(),
+            "" => format!("cancelled by {by}"),
             r if r.len() > 500 => {
                 return Err(Status::invalid_argument(
                     "reason is longer than 500 characters",
                 ));
             }
-            r => format!("cancelled by an operator: {r}"),
+            r => format!("cancelled by {by}: {r}"),
         };
         match r.state.as_str() {
             state::QUEUED => {
@@ -541,8 +589,12 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::PauseJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        let who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Operator, "PauseJob")?;
         Ok(Response::new(
-            self.set_enabled(&req.into_inner().name, false).await?,
+            self.set_enabled(&req.into_inner().name, false, who).await?,
         ))
     }
 
@@ -550,8 +602,12 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::ResumeJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        let who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Operator, "ResumeJob")?;
         Ok(Response::new(
-            self.set_enabled(&req.into_inner().name, true).await?,
+            self.set_enabled(&req.into_inner().name, true, who).await?,
         ))
     }
 
@@ -559,6 +615,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::UpdateJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
+        let who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Operator, "UpdateJob")?;
         let req = req.into_inner();
         let current = self.load_job(&req.name).await?;
         let schedule = req.schedule.as_deref().map(str::trim);
@@ -614,7 +674,11 @@ impl JobService for JobApi {
         let updated = self
             .app
             .store
-            .update_job(&current.name, changes, None)
+            .update_job(
+                &current.name,
+                changes,
+                who.as_ref().map(|p| p.name.as_str()),
+            )
             .await?
             .ok_or_else(|| Status::not_found(format!("no job named '{}'", req.name)))?;
         tracing::info!(job = %updated.name, schedule = %updated.schedule, timezone = %updated.timezone, enabled = updated.enabled, "job updated");
@@ -625,6 +689,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::ListReportsRequest>,
     ) -> Result<Response<v1::ListReportsResponse>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "ListReports")?;
         let req = req.into_inner();
         let limit = match req.limit {
             0 => 20,
@@ -646,6 +714,10 @@ impl JobService for JobApi {
         &self,
         req: Request<v1::GetReportRequest>,
     ) -> Result<Response<v1::Report>, Status> {
+        let _who = self
+            .app
+            .auth
+            .require(req.metadata(), Role::Viewer, "GetReport")?;
         let id = req.into_inner().id;
         let id = require_name("id", &id)?;
         let r = self
@@ -726,6 +798,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        self.app.auth.require_executor(req.metadata())?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         let address = req.address.trim();
@@ -760,6 +833,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        self.app.auth.require_executor(req.metadata())?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         let known = self
@@ -774,6 +848,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
+        self.app.auth.require_executor(req.metadata())?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         self.app.store.deregister_executor(id).await?;

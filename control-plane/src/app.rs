@@ -6,11 +6,12 @@ use std::sync::{
 
 use tokio::sync::Notify;
 
-use crate::{config::Config, store::Store};
+use crate::{auth::Auth, config::Config, store::Store};
 
 pub struct App {
     pub store: Store,
     pub config: Config,
+    pub auth: Auth,
     pub replica_id: String,
     /// Wakes the dispatcher as soon as a run is queued on this replica.
     pub dispatch_wake: Notify,
@@ -23,11 +24,12 @@ pub struct App {
 pub type SharedApp = Arc<App>;
 
 impl App {
-    pub fn new(store: Store, config: Config) -> SharedApp {
+    pub fn new(store: Store, config: Config, auth: Auth) -> SharedApp {
         let replica_id = config.replica_id();
         Arc::new(Self {
             store,
             config,
+            auth,
             replica_id,
             dispatch_wake: Notify::new(),
             events_wake: Notify::new(),

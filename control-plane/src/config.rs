@@ -33,6 +33,10 @@ pub enum Command {
     Serve,
     /// Run the database migrations and exit.
     Migrate,
+    /// Print the SHA-256 of a token (read from standard input), for TICKETMAX_API_TOKENS.
+    ///
+    /// Example: `printf %s "$TOKEN" | ticketmax-control-plane hash-token`
+    HashToken,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -82,6 +86,36 @@ pub struct Config {
     /// How long SIGTERM waits for running runs to finish before handing them over.
     #[arg(long, env = "TICKETMAX_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// API bearer tokens as NAME:ROLE:SHA256HEX entries separated by commas; ROLE is viewer
+    /// (status, jobs, runs, watch, reports) or operator (also trigger, cancel, pause, resume,
+    /// update). Unset: the API is open (fine on loopback only). Hash with `hash-token`.
+    #[arg(long, env = "TICKETMAX_API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+
+    /// Secret shared with executors: required on ExecutorRegistry calls, sent with RunJob.
+    #[arg(long, env = "TICKETMAX_EXECUTOR_TOKEN", hide_env_values = true)]
+    pub executor_token: Option<String>,
+
+    /// Manual triggers allowed per token per minute (0: unlimited). Applies when tokens are set.
+    #[arg(long, env = "TICKETMAX_TRIGGER_RATE_PER_MINUTE", default_value_t = 60)]
+    pub trigger_rate_per_minute: u32,
+
+    /// PEM certificate chain: serve gRPC over TLS (and present it to executors for mutual TLS).
+    #[arg(long, env = "TICKETMAX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of TICKETMAX_TLS_CERT.
+    #[arg(long, env = "TICKETMAX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA: require gRPC clients to present a certificate it signed (mutual TLS).
+    #[arg(long, env = "TICKETMAX_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// PEM CA that signed the executors' certificates (for https:// executor addresses).
+    #[arg(long, env = "TICKETMAX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Config {

@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::Instrument;
 
 use ticketmax_proto::{
@@ -32,24 +32,32 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// (which reports a partial summary) normally wins.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
-struct Channels(Mutex<HashMap<String, Channel>>);
+/// One lazily connected channel per executor address; https:// addresses use the configured
+/// CA (and this replica's certificate, for mutual TLS).
+struct Channels {
+    map: Mutex<HashMap<String, Channel>>,
+    tls: Option<ClientTlsConfig>,
+}
 
 impl Channels {
     fn get(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self
-            .0
+            .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = map.get(address) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(address.to_string())?
+        let mut endpoint = Endpoint::from_shared(address.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        if address.starts_with("https://") {
+            endpoint =
+                endpoint.tls_config(self.tls.clone().unwrap_or_else(ClientTlsConfig::new))?;
+        }
+        let channel = endpoint.connect_lazy();
         map.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
@@ -61,10 +69,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(app: SharedApp) -> Self {
+    pub fn new(app: SharedApp, tls: Option<ClientTlsConfig>) -> Self {
         Self {
             app,
-            channels: std::sync::Arc::default(),
+            channels: std::sync::Arc::new(Channels {
+                map: Mutex::new(HashMap::new()),
+                tls,
+            }),
         }
     }
 
@@ -393,6 +404,7 @@ impl Attempt {
         };
         let mut request = tonic::Request::new(request);
         ticketmax_proto::telemetry::inject(&tracing::Span::current(), request.metadata_mut());
+        self.authenticate(request.metadata_mut());
         let mut stream = match client.run_job(request).await {
             Ok(s) => s.into_inner(),
             Err(status) => {
@@ -458,6 +470,15 @@ impl Attempt {
         }
     }
 
+    /// Executors accept RunJob only with the shared executor secret.
+    fn authenticate(&self, md: &mut tonic::metadata::MetadataMap) {
+        if let Some(token) = self.app.auth.executor_token() {
+            if let Ok(v) = format!("Bearer {token}").parse() {
+                md.insert("authorization", v);
+            }
+        }
+    }
+
     /// The executor is gone when its heartbeats stopped (or it deregistered).
     async fn executor_lost(&self) -> Option<String> {
         match self.app.store.executor(&self.executor.id).await {
@@ -480,10 +501,11 @@ impl Attempt {
     }
 
     async fn cancel_on_executor(&self, client: &mut ExecutorClient<Channel>) {
-        let req = CancelTaskRequest {
+        let mut req = tonic::Request::new(CancelTaskRequest {
             run_id: self.run.id.clone(),
             attempt: u32::try_from(self.run.attempt).unwrap_or(1),
-        };
+        });
+        self.authenticate(req.metadata_mut());
         if let Err(e) = client.cancel_run(req).await {
             tracing::warn!(run_id = %self.run.id, error = %e, "could not ask the executor to cancel");
         }

@@ -1,6 +1,7 @@
 //! `ticketmax-control-plane`: see `config.rs` (or `--help`) for what it does and how to run it.
 mod api;
 mod app;
+mod auth;
 mod catalog;
 mod config;
 mod cron;
@@ -29,6 +30,20 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.config;
+    if matches!(cli.command, Some(Command::HashToken)) {
+        let mut token = String::new();
+        std::io::stdin()
+            .read_line(&mut token)
+            .context("reading the token from standard input")?;
+        println!("{}", auth::sha256_hex(token.trim_end_matches(['\n', '\r'])));
+        return Ok(());
+    }
+    let auth = auth::Auth::new(
+        cfg.api_tokens.as_deref(),
+        cfg.executor_token.clone(),
+        cfg.trigger_rate_per_minute,
+    )
+    .context("TICKETMAX_API_TOKENS")?;
     cron::parse_timezone(&cfg.timezone).context("TICKETMAX_TIMEZONE")?;
     let url = cfg.database_url();
     if url.starts_with("sqlite") {
@@ -43,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("migrating the control-plane database")?;
     match cli.command.unwrap_or(Command::Serve) {
+        Command::HashToken => Ok(()),
         Command::Migrate => {
             tracing::info!(database = %config::redact_url(&url), "migrations applied");
             Ok(())
@@ -53,7 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("loading the job catalog")?;
             tracing::info!(database = %config::redact_url(&url), jobs = catalog::CATALOG.len(), added, "job catalog loaded");
-            server::serve(app::App::new(store, cfg)).await
+            server::serve(app::App::new(store, cfg, auth)).await
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use ticketmax_proto::v1::{
@@ -63,7 +63,7 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
             }
         }
     });
-    tasks.spawn(Dispatcher::new(app.clone()).run(workers.clone()));
+    tasks.spawn(Dispatcher::new(app.clone(), client_tls(&app)?).run(workers.clone()));
     tasks.spawn(watch_database(
         app.clone(),
         health_reporter.clone(),
@@ -71,7 +71,12 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
     ));
 
     let server_shutdown = shutdown.clone();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls(&app)? {
+        builder = builder.tls_config(tls).context("configuring TLS")?;
+    }
+    warn_if_exposed(&app, addr, http_addr);
+    let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -124,6 +129,62 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
     }
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn server_tls(app: &SharedApp) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let c = &app.config;
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "TICKETMAX_TLS_CERT")?,
+        read(key, "TICKETMAX_TLS_KEY")?,
+    ));
+    if let Some(ca) = &c.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
+    }
+    Ok(Some(tls))
+}
+
+/// How this replica dials https:// executors: their CA, and its own certificate for mTLS.
+fn client_tls(app: &SharedApp) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let c = &app.config;
+    let Some(ca) = &c.tls_ca else {
+        return Ok(None);
+    };
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?));
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "TICKETMAX_TLS_CERT")?,
+            read(key, "TICKETMAX_TLS_KEY")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// Plaintext and an open API are the embedded default on loopback; anywhere else they are a
+/// mistake worth shouting about.
+fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::SocketAddr) {
+    let c = &app.config;
+    for (what, addr) in [("gRPC", grpc), ("HTTP", http)] {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if c.tls_cert.is_none() && what == "gRPC" {
+            tracing::warn!(%addr, "{what} listens on a non-loopback address without TLS: set TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY");
+        }
+        if !app.auth.api_tokens_configured() {
+            tracing::warn!(%addr, "{what} listens on a non-loopback address without API tokens: anyone who can reach it can trigger jobs; set TICKETMAX_API_TOKENS");
+        }
+        if app.auth.executor_token().is_none() && c.tls_client_ca.is_none() {
+            tracing::warn!(%addr, "executors are not authenticated: set TICKETMAX_EXECUTOR_TOKEN or TICKETMAX_TLS_CLIENT_CA");
+        }
+    }
 }
 
 /// grpc.health.v1 says NOT_SERVING while the database does not answer.

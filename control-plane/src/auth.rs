@@ -1,0 +1,301 @@
+//! Who may call what. API callers present `authorization: Bearer <token>`; tokens are configured
+//! only as SHA-256 hashes (`TICKETMAX_API_TOKENS`), each with a name and a role. `viewer` reads
+//! (status, jobs, runs, watch, reports); `operator` also changes (trigger, cancel, pause, resume,
+//! update). Executors and the control plane share one secret (`TICKETMAX_EXECUTOR_TOKEN`) for
+//! registration and RunJob. With no tokens configured, the API is open (the embedded default on
+//! loopback); the control plane warns when that is not on loopback.
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+use tonic::{Status, metadata::MetadataMap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Operator,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthConfigError {
+    #[error(
+        "TICKETMAX_API_TOKENS entry {0} is not NAME:ROLE:SHA256HEX (role viewer or operator, 64 hex digits)"
+    )]
+    BadEntry(usize),
+    #[error("TICKETMAX_API_TOKENS names '{0}' twice")]
+    Duplicate(String),
+}
+
+pub struct Auth {
+    /// Hex SHA-256 of a token → who it is.
+    tokens: HashMap<String, Principal>,
+    executor_token: Option<String>,
+    triggers_per_minute: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub fn sha256_hex(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Compares without an early exit, so timing tells nothing about the secret.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(md: &MetadataMap) -> Option<&str> {
+    let value = md.get("authorization")?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl Auth {
+    pub fn new(
+        api_tokens: Option<&str>,
+        executor_token: Option<String>,
+        triggers_per_minute: u32,
+    ) -> Result<Self, AuthConfigError> {
+        let mut tokens = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, entry) in api_tokens
+            .unwrap_or("")
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let parts: Vec<&str> = entry.split(':').map(str::trim).collect();
+            let [name, role, hash] = parts.as_slice() else {
+                return Err(AuthConfigError::BadEntry(i + 1));
+            };
+            let role = match *role {
+                "viewer" => Role::Viewer,
+                "operator" => Role::Operator,
+                _ => return Err(AuthConfigError::BadEntry(i + 1)),
+            };
+            let hash = hash.to_ascii_lowercase();
+            if name.is_empty() || hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(AuthConfigError::BadEntry(i + 1));
+            }
+            if !names.insert((*name).to_string()) {
+                return Err(AuthConfigError::Duplicate((*name).to_string()));
+            }
+            tokens.insert(
+                hash,
+                Principal {
+                    name: (*name).to_string(),
+                    role,
+                },
+            );
+        }
+        Ok(Self {
+            tokens,
+            executor_token: executor_token.filter(|t| !t.is_empty()),
+            triggers_per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn api_tokens_configured(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    pub fn executor_token(&self) -> Option<&str> {
+        self.executor_token.as_deref()
+    }
+
+    /// The caller, when it may do what `method` needs. `None` when the API is open.
+    pub fn require(
+        &self,
+        md: &MetadataMap,
+        need: Role,
+        method: &str,
+    ) -> Result<Option<Principal>, Status> {
+        if self.tokens.is_empty() {
+            return Ok(None);
+        }
+        let token = bearer(md).ok_or_else(|| {
+            Status::unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
+        })?;
+        let who = self
+            .tokens
+            .get(&sha256_hex(token))
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
+        if who.role < need {
+            return Err(Status::permission_denied(format!(
+                "token '{}' has role {}; {method} needs {}",
+                who.name,
+                who.role.as_str(),
+                need.as_str()
+            )));
+        }
+        Ok(Some(who.clone()))
+    }
+
+    /// Executor registration and heartbeats carry the shared executor secret when one is set.
+    pub fn require_executor(&self, md: &MetadataMap) -> Result<(), Status> {
+        let Some(expected) = &self.executor_token else {
+            return Ok(());
+        };
+        match bearer(md) {
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("wrong executor token")),
+            None => Err(Status::unauthenticated(
+                "missing executor token: set TICKETMAX_EXECUTOR_TOKEN on the executor",
+            )),
+        }
+    }
+
+    /// A token bucket per caller: `triggers_per_minute` sustained, the same as burst.
+    pub fn allow_trigger(&self, who: &str) -> Result<(), Status> {
+        if self.triggers_per_minute == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.triggers_per_minute) / 60.0;
+        let burst = f64::from(self.triggers_per_minute);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let b = buckets.entry(who.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = Duration::from_secs_f64((1.0 - b.tokens) / rate);
+            Err(Status::resource_exhausted(format!(
+                "trigger rate limit of {} per minute reached for '{who}'; retry in {}s",
+                self.triggers_per_minute,
+                wait.as_secs().max(1)
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(v: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("authorization", v.parse().unwrap());
+        m
+    }
+
+    fn auth() -> Auth {
+        let cfg = format!(
+            "alice:operator:{},dash:viewer:{}",
+            sha256_hex("op-secret"),
+            sha256_hex("view-secret")
+        );
+        Auth::new(Some(&cfg), Some("ex-secret".into()), 2).unwrap()
+    }
+
+    #[test]
+    fn roles_and_tokens() {
+        let a = auth();
+        assert_eq!(
+            a.require(&MetadataMap::new(), Role::Viewer, "GetRun")
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            a.require(&md("Bearer nope"), Role::Viewer, "GetRun")
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        let denied = a
+            .require(&md("Bearer view-secret"), Role::Operator, "TriggerJob")
+            .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(!denied.message().contains("view-secret"));
+        assert_eq!(
+            a.require(&md("bearer view-secret"), Role::Viewer, "GetRun")
+                .unwrap()
+                .unwrap()
+                .name,
+            "dash"
+        );
+        assert_eq!(
+            a.require(&md("Bearer op-secret"), Role::Operator, "TriggerJob")
+                .unwrap()
+                .unwrap()
+                .name,
+            "alice"
+        );
+    }
+
+    #[test]
+    fn executor_secret() {
+        let a = auth();
+        assert!(a.require_executor(&md("Bearer ex-secret")).is_ok());
+        assert!(a.require_executor(&md("Bearer op-secret")).is_err());
+        assert!(a.require_executor(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn bad_config_is_refused() {
+        assert_eq!(
+            Auth::new(Some("alice:root:00"), None, 0).err(),
+            Some(AuthConfigError::BadEntry(1))
+        );
+        let h = sha256_hex("x");
+        assert_eq!(
+            Auth::new(Some(&format!("a:viewer:{h},a:operator:{h}")), None, 0).err(),
+            Some(AuthConfigError::Duplicate("a".into()))
+        );
+    }
+
+    #[test]
+    fn trigger_rate_limit_per_caller() {
+        let a = auth();
+        assert!(a.allow_trigger("alice").is_ok());
+        assert!(a.allow_trigger("alice").is_ok());
+        assert_eq!(
+            a.allow_trigger("alice").unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert!(a.allow_trigger("bob").is_ok());
+    }
+}
