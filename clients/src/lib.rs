@@ -3,7 +3,7 @@
 //! Two layers:
 //!
 //! - [`proto`]: the generated gRPC code (messages, enums and the raw
-//!   [`JobServiceClient`](proto::job_service_client::JobServiceClient)), re-exported from
+//!   [`proto::job_service_client::JobServiceClient`]), re-exported from
 //!   `ticketmax-proto`, for callers that want full control.
 //! - [`Client`]: an ergonomic wrapper with one method per use case, an optional bearer token,
 //!   optional TLS, errors that say which call failed ([`Error`]), and helpers that the raw API

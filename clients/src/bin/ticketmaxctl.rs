@@ -107,7 +107,7 @@ enum Command {
         after_help = "Example:\n  ticketmaxctl job payment-cleanup/cleanup-abandoned-payments"
     )]
     Job {
-        /// Job name, <service>/<task>.
+        /// Job name, SERVICE/TASK.
         name: String,
     },
 
@@ -224,7 +224,7 @@ A bad schedule or timezone exits 4 and changes nothing.")]
 
 #[derive(Args, Debug)]
 struct TriggerArgs {
-    /// Job name, <service>/<task>.
+    /// Job name, SERVICE/TASK.
     job: String,
     /// Idempotency key: repeating it returns the run created the first time.
     #[arg(long)]
