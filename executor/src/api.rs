@@ -246,8 +246,9 @@ impl Driver {
         mut events: mpsc::UnboundedReceiver<ExecutorEvent>,
     ) {
         tracing::info!("task started");
-        let run = task.run(&ctx);
-        tokio::pin!(run);
+        // Boxed, so that dropping it (when a cancelled task overruns its grace period) really
+        // drops the task and rolls back its open transaction before the outcome is reported.
+        let mut run = Box::pin(task.run(&ctx));
         let timeout = self.timeout;
         let deadline = async move {
             match timeout {
@@ -288,7 +289,6 @@ impl Driver {
             }
         };
         drop(run);
-        drop(deadline);
         // Forward what the task logged before it returned.
         while let Ok(e) = events.try_recv() {
             let _ = self.out.send(Ok(e)).await;

@@ -132,6 +132,14 @@ async fn max_id(db: &DatabaseConnection, dialect: Dialect, table: &str) -> anyho
     Ok(col(&row, 0)?)
 }
 
+/// Status, start, end and completion time of a demo event.
+type Stage = (
+    &'static str,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 struct EventPlan {
     id: i64,
     starts_at: DateTime<Utc>,
@@ -257,12 +265,7 @@ pub async fn run(db: &DatabaseConnection, dirs: &Dirs, args: &SeedArgs) -> anyho
                 .and_hms_opt(0, 0, 0)
                 .map_or(now, |t| t.and_utc() + Duration::days(d))
         };
-        let (status, starts_at, ends_at, completed_at): (
-            &str,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        ) = match i % 8 {
+        let (status, starts_at, ends_at, completed_at): Stage = match i % 8 {
             // Over long ago: archivable.
             0 => {
                 let s = midnight(-rng.range(10, 40)) + hour;

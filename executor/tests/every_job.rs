@@ -72,6 +72,5 @@ async fn all_32_jobs_run_twice_on_demo_data() {
                 }
             }
         }
-        assert_eq!(t.int("SELECT COUNT(*) FROM bookings WHERE status = 'pending' AND created_at < CURRENT_TIMESTAMP").await >= 0, true);
     }
 }

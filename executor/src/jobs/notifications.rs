@@ -220,7 +220,7 @@ impl Task for SendPromotionalNotifications {
             let mut q = Sql::new(ctx.dialect);
             let event = q.bind(*event);
             let limit = q.bind(PROMOTION_RECIPIENTS_PER_EVENT);
-            let dedupe = format!("'promotion:' || u.id || ':' || e.id");
+            let dedupe = "'promotion:' || u.id || ':' || e.id".to_owned();
             OutboxInsert {
                 kind: "promotion",
                 dedupe_key: dedupe.clone(),
