@@ -1,0 +1,192 @@
+//! Runs survive the loss of their executor, can be cancelled, and processes stop gracefully.
+
+use ticketmax_e2e::*;
+
+const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+
+/// `n` bookings pending for 30 minutes on event 10 (1 ticket each), inventory consistent.
+async fn expired_bookings(app: &TestApp, n: u32) {
+    app.wait_for_ticketing_table("bookings").await;
+    app.ticketing_exec(&format!(
+        "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
+         INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
+           (10, 'Big Show', now() + interval '10 days', {total}, 1000, 'upcoming'); \
+         INSERT INTO bookings (user_id, event_id, quantity, total_amount, status, created_at) \
+           SELECT 1, 10, 1, 1000, 'pending', now() - interval '30 minutes' FROM generate_series(1, {n});",
+        total = 1000 + n
+    ))
+    .await;
+}
+
+async fn assert_inventory_consistent(app: &TestApp) {
+    let (available, held, total): (i64, i64, i64) = (
+        app.ticketing_scalar("SELECT available_tickets FROM events WHERE id = 10")
+            .await,
+        app.ticketing_scalar(
+            "SELECT COALESCE(SUM(quantity), 0)::bigint FROM bookings \
+             WHERE event_id = 10 AND status IN ('pending', 'confirmed')",
+        )
+        .await,
+        app.ticketing_scalar("SELECT total_tickets FROM events WHERE id = 10")
+            .await,
+    );
+    assert_eq!(
+        available + held,
+        total,
+        "available {available} + held {held} != total {total}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_executor_dies_is_retried_on_another_executor() {
+    let mut app = TestApp::builder().executors(2).spawn().await;
+    app.silence_schedules(&[]).await;
+    expired_bookings(&app, 3000).await;
+
+    let run = app
+        .try_trigger(
+            CANCEL_EXPIRED,
+            "",
+            Some(serde_json::json!({ "batch_size": 1 })),
+        )
+        .await
+        .expect("TriggerJob");
+    // Kill the executor once it has committed some chunks but not all.
+    let running = app
+        .wait_for_run(
+            &run.id,
+            |r| (r.state() == RunState::Running && !r.executor_id.is_empty()) || terminal(r),
+            secs(30),
+        )
+        .await;
+    assert!(
+        !terminal(&running),
+        "the run ended before its executor could be killed: {running:#?}"
+    );
+    eventually("some bookings cancelled", secs(30), || async {
+        let n: i64 = app
+            .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
+            .await;
+        (n >= 20).then_some(())
+    })
+    .await;
+    let victim = running.executor_id.clone();
+    let index = app
+        .executors
+        .iter()
+        .position(|e| e.executor_id == victim)
+        .unwrap_or_else(|| panic!("run on unknown executor {victim:?}"));
+    app.executors[index].kill().await;
+
+    let done = app.wait_for_run(&run.id, terminal, secs(90)).await;
+    assert_eq!(
+        done.state(),
+        RunState::Succeeded,
+        "after executor {victim} died: {done:#?}"
+    );
+    assert!(done.attempt >= 2, "the run was not retried: {done:#?}");
+    assert_ne!(
+        done.executor_id, victim,
+        "retried on the dead executor: {done:#?}"
+    );
+    let left: i64 = app
+        .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'pending'")
+        .await;
+    assert_eq!(left, 0, "expired bookings left pending after the retry");
+    assert_inventory_consistent(&app).await;
+    let mails: i64 = app
+        .ticketing_scalar("SELECT count(*) FROM email_outbox")
+        .await;
+    assert_eq!(
+        mails, 3000,
+        "one cancellation e-mail per booking, none twice"
+    );
+}
+
+#[tokio::test]
+async fn cancel_run_stops_a_running_task_between_chunks() {
+    let app = TestApp::spawn().await;
+    app.silence_schedules(&[]).await;
+    expired_bookings(&app, 3000).await;
+
+    let run = app
+        .try_trigger(
+            CANCEL_EXPIRED,
+            "",
+            Some(serde_json::json!({ "batch_size": 1 })),
+        )
+        .await
+        .expect("TriggerJob");
+    app.wait_for_run(
+        &run.id,
+        |r| r.state() == RunState::Running || terminal(r),
+        secs(30),
+    )
+    .await;
+    eventually("some bookings cancelled", secs(30), || async {
+        let n: i64 = app
+            .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
+            .await;
+        (n >= 5).then_some(())
+    })
+    .await;
+    let resp = app
+        .api()
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run.id.clone(),
+            reason: "e2e".into(),
+        })
+        .await
+        .expect("CancelRun")
+        .into_inner();
+    assert_eq!(resp.id, run.id);
+
+    let done = app.wait_for_run(&run.id, terminal, secs(30)).await;
+    assert_eq!(done.state(), RunState::Cancelled, "{done:#?}");
+    let cancelled: i64 = app
+        .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
+        .await;
+    assert!(
+        cancelled < 3000,
+        "the task ran to the end despite CancelRun"
+    );
+    assert_eq!(
+        summary_count(&done, "cancelled"),
+        Some(cancelled),
+        "the partial summary must count exactly the committed chunks: {}",
+        summary(&done)
+    );
+    assert_inventory_consistent(&app).await;
+
+    // Cancelling a finished run is refused.
+    let err = app
+        .api()
+        .cancel_run(v1::CancelRunRequest {
+            run_id: run.id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("CancelRun of a finished run");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_both_processes_cleanly_and_they_start_again() {
+    let mut app = TestApp::spawn().await;
+    let status = app.executor().terminate().await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "executor did not exit cleanly on SIGTERM within 15 s: {status:?}\n{}",
+        app.executors[0].proc.log_tail(30)
+    );
+    let status = app.cp().terminate().await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "control plane did not exit cleanly on SIGTERM within 15 s: {status:?}\n{}",
+        app.control_planes[0].proc.log_tail(30)
+    );
+    app.cp().start().await;
+    app.executor().start().await;
+    let run = app.run_to_completion(CANCEL_EXPIRED).await;
+    assert_eq!(run.state(), RunState::Succeeded, "{run:#?}");
+}
