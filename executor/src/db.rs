@@ -97,21 +97,27 @@ impl Dialect {
         }
     }
 
-    /// Row locks for a claiming sub-select. SQLite has a single writer, so it needs none.
-    pub fn skip_locked(self) -> &'static str {
-        match self {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        }
-    }
-
-    /// Row locks on the rows of `alias` only (Postgres refuses to lock the nullable side of an
-    /// outer join, and the joined rows need no lock).
+    /// Row locks for a claiming SELECT (on the rows of `alias` only: Postgres refuses to lock
+    /// the nullable side of an outer join, and joined rows need no lock). SQLite has a single
+    /// writer, so it needs none.
     pub fn skip_locked_of(self, alias: &str) -> String {
         match self {
             Dialect::Postgres => format!(" FOR UPDATE OF {alias} SKIP LOCKED"),
             Dialect::Sqlite => String::new(),
         }
+    }
+
+    /// `WITH picked AS MATERIALIZED (<select> FOR UPDATE OF <alias> SKIP LOCKED) `: the rows one
+    /// chunk claims, for a following `UPDATE/DELETE ... WHERE id IN (SELECT id FROM picked)`.
+    ///
+    /// Materialized on purpose: written as `WHERE id IN (SELECT .. LIMIT n FOR UPDATE SKIP
+    /// LOCKED)`, Postgres may re-run the sub-select for every row of the outer statement, each
+    /// re-run skipping the rows just changed, so the whole table goes in one "chunk".
+    pub fn picked(self, select: &str, alias: &str) -> String {
+        format!(
+            "WITH picked AS MATERIALIZED ({select}{}) ",
+            self.skip_locked_of(alias)
+        )
     }
 
     /// A JSON object, as text, from `(key, SQL expression)` pairs.

@@ -218,3 +218,44 @@ async fn cancelled_task_stops_with_partial_summary() {
         t.assert_inventory().await;
     }
 }
+
+#[tokio::test]
+async fn chunks_honor_batch_size() {
+    // Postgres must not re-run the claiming sub-select per row (it would take every row at once).
+    for t in databases().await {
+        let now = at(NOW);
+        t.exec("INSERT INTO users (id, email) VALUES (1, 'ada@example.com')")
+            .await;
+        t.exec_with(
+            "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+             VALUES (10, 'Big Show', $1, 100, 70)",
+            vec![(now + Duration::days(3)).into()],
+        )
+        .await;
+        for _ in 0..30 {
+            t.exec_with(
+                "INSERT INTO bookings (user_id, event_id, quantity, status, created_at) \
+                 VALUES (1, 10, 1, 'pending', $1)",
+                vec![(now - Duration::minutes(30)).into()],
+            )
+            .await;
+        }
+        let (out, progress) = t
+            .run_collect(
+                "booking-cleanup/cancel-expired-bookings",
+                now,
+                json!({"batch_size": 7}),
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await;
+        let out = out.unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        assert_eq!(count(&out, "cancelled"), 30);
+        assert_eq!(progress, vec![0, 7, 14, 21, 28, 30], "{}", t.name);
+        assert_eq!(
+            t.int("SELECT available_tickets FROM events WHERE id = 10")
+                .await,
+            100
+        );
+        t.assert_inventory().await;
+    }
+}

@@ -61,12 +61,14 @@ impl ChunkStep for CancelExpiredChunk {
         // The rule is evaluated again by the UPDATE on the row it locks, so a booking confirmed
         // (or paid) by another connection after the sub-select is left alone.
         q.push(&format!(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = {now}, \
+            "{picked}UPDATE bookings SET status = 'cancelled', cancelled_at = {now}, \
              cancellation_reason = {reason} \
-             WHERE id IN (SELECT b.id FROM bookings b WHERE {rule} ORDER BY b.id LIMIT {limit}{lock}) \
-             AND {recheck} \
+             WHERE id IN (SELECT id FROM picked) AND {recheck} \
              RETURNING id, event_id, quantity",
-            lock = ctx.dialect.skip_locked(),
+            picked = ctx.dialect.picked(
+                &format!("SELECT b.id FROM bookings b WHERE {rule} ORDER BY b.id LIMIT {limit}"),
+                "b"
+            ),
             recheck = CancelExpiredBookings::expired("bookings", &cutoff),
         ));
         let released = released_rows(
@@ -456,10 +458,14 @@ impl ChunkStep for DeleteCancelledChunk {
         let cutoff = q.bind(ctx.now - Duration::days(CANCELLED_RETENTION_DAYS));
         let limit = q.bind(self.batch as i64);
         q.push(&format!(
-            "DELETE FROM bookings WHERE id IN (SELECT b.id FROM bookings b WHERE {} \
-             ORDER BY b.id LIMIT {limit}{}) AND {}",
-            old_cancelled("b", &cutoff),
-            ctx.dialect.skip_locked(),
+            "{}DELETE FROM bookings WHERE id IN (SELECT id FROM picked) AND {}",
+            ctx.dialect.picked(
+                &format!(
+                    "SELECT b.id FROM bookings b WHERE {} ORDER BY b.id LIMIT {limit}",
+                    old_cancelled("b", &cutoff)
+                ),
+                "b"
+            ),
             old_cancelled("bookings", &cutoff),
         ));
         let deleted = q

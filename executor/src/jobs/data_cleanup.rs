@@ -47,10 +47,15 @@ impl ChunkStep for CacheChunk {
         let now = q.bind(ctx.now);
         let limit = q.bind(self.batch as i64);
         q.push(&format!(
-            "DELETE FROM cache_entries WHERE key IN (SELECT c.key FROM cache_entries c \
-             WHERE c.expires_at < {now} ORDER BY c.expires_at LIMIT {limit}{}) \
+            "{}DELETE FROM cache_entries WHERE key IN (SELECT key FROM picked) \
              AND expires_at < {now} RETURNING size_bytes",
-            ctx.dialect.skip_locked()
+            ctx.dialect.picked(
+                &format!(
+                    "SELECT c.key FROM cache_entries c WHERE c.expires_at < {now} \
+                     ORDER BY c.expires_at LIMIT {limit}"
+                ),
+                "c"
+            )
         ));
         let rows = q
             .fetch_all(txn)

@@ -48,11 +48,15 @@ impl ChunkStep for ArchiveChunk {
         let cutoff = q.bind(ctx.now - Duration::days(ARCHIVE_AFTER_DAYS));
         let limit = q.bind(self.batch as i64);
         q.push(&format!(
-            "UPDATE events SET archived = TRUE, archived_at = {now} \
-             WHERE id IN (SELECT e.id FROM events e WHERE {} ORDER BY e.id LIMIT {limit}{}) \
-             AND {}",
-            archivable("e", &cutoff),
-            ctx.dialect.skip_locked(),
+            "{}UPDATE events SET archived = TRUE, archived_at = {now} \
+             WHERE id IN (SELECT id FROM picked) AND {}",
+            ctx.dialect.picked(
+                &format!(
+                    "SELECT e.id FROM events e WHERE {} ORDER BY e.id LIMIT {limit}",
+                    archivable("e", &cutoff)
+                ),
+                "e"
+            ),
             archivable("events", &cutoff)
         ));
         let archived = q.execute(txn).await.context("archiving past events")?;

@@ -95,14 +95,18 @@ impl ChunkStep for MailingChunk<'_> {
         let from = m.candidates(&mut q);
         let limit = q.bind(limit as i64);
         q.push(&format!(
-            "UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \
-             WHERE id IN (SELECT {a}.id {from} ORDER BY {a}.id LIMIT {limit}{lock}) \
-             AND {flag} = FALSE AND {recheck} RETURNING id",
+            "{picked}UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \
+             WHERE id IN (SELECT id FROM picked) AND {flag} = FALSE AND {recheck} RETURNING id",
+            picked = ctx.dialect.picked(
+                &format!(
+                    "SELECT {a}.id {from} ORDER BY {a}.id LIMIT {limit}",
+                    a = m.alias
+                ),
+                m.alias
+            ),
             table = m.table,
             flag = m.flag,
             flag_at = m.flag_at,
-            a = m.alias,
-            lock = ctx.dialect.skip_locked_of(m.alias),
             recheck = m.row_rule(m.table),
         ));
         let ids = q

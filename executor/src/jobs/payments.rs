@@ -94,12 +94,16 @@ impl ChunkStep for StaleChunk<'_> {
             None => String::new(),
         };
         q.push(&format!(
-            "UPDATE payments SET status = {to}, {at} = {now}{reason} \
-             WHERE id IN (SELECT p.id FROM payments p WHERE {sel} ORDER BY p.id LIMIT {limit}{lock}) \
-             AND {recheck} RETURNING id, booking_id",
+            "{picked}UPDATE payments SET status = {to}, {at} = {now}{reason} \
+             WHERE id IN (SELECT id FROM picked) AND {recheck} RETURNING id, booking_id",
             at = rule.at_column,
-            sel = rule.stale("p", &from, &cutoff),
-            lock = ctx.dialect.skip_locked(),
+            picked = ctx.dialect.picked(
+                &format!(
+                    "SELECT p.id FROM payments p WHERE {} ORDER BY p.id LIMIT {limit}",
+                    rule.stale("p", &from, &cutoff)
+                ),
+                "p"
+            ),
             recheck = rule.stale("payments", &from, &cutoff),
         ));
         let rows = q
@@ -243,10 +247,14 @@ impl ChunkStep for DeleteFailedChunk {
         let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
         let limit = q.bind(self.batch as i64);
         q.push(&format!(
-            "DELETE FROM payments WHERE id IN (SELECT p.id FROM payments p WHERE {} \
-             ORDER BY p.id LIMIT {limit}{}) AND {}",
-            old_failed("p", &cutoff),
-            ctx.dialect.skip_locked(),
+            "{}DELETE FROM payments WHERE id IN (SELECT id FROM picked) AND {}",
+            ctx.dialect.picked(
+                &format!(
+                    "SELECT p.id FROM payments p WHERE {} ORDER BY p.id LIMIT {limit}",
+                    old_failed("p", &cutoff)
+                ),
+                "p"
+            ),
             old_failed("payments", &cutoff),
         ));
         let deleted = q

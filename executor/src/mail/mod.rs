@@ -157,13 +157,17 @@ impl Sender {
         let mut q = Sql::new(self.dialect);
         let (at, until, limit) = (q.bind(now), q.bind(now + self.lease), q.bind(BATCH));
         q.push(&format!(
-            "UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until} \
-             WHERE id IN (SELECT id FROM email_outbox WHERE status = 'pending' \
-                          AND next_attempt_at <= {at} ORDER BY next_attempt_at, id \
-                          LIMIT {limit}{lock}) \
+            "{picked}UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until} \
+             WHERE id IN (SELECT id FROM picked) \
              AND status = 'pending' AND next_attempt_at <= {at} \
              RETURNING id, dedupe_key, kind, recipient, subject, payload, attempts",
-            lock = self.dialect.skip_locked()
+            picked = self.dialect.picked(
+                &format!(
+                    "SELECT o.id FROM email_outbox o WHERE o.status = 'pending' \
+                     AND o.next_attempt_at <= {at} ORDER BY o.next_attempt_at, o.id LIMIT {limit}"
+                ),
+                "o"
+            )
         ));
         q.fetch_all(&self.db)
             .await?

@@ -108,11 +108,22 @@ impl TestDb {
         params: Value,
         cancel: CancellationToken,
     ) -> Result<TaskOutput, TaskError> {
+        self.run_collect(job, now, params, cancel).await.0
+    }
+
+    /// Runs a task and also returns the `done` counts of its progress events.
+    pub async fn run_collect(
+        &self,
+        job: &str,
+        now: DateTime<Utc>,
+        params: Value,
+        cancel: CancellationToken,
+    ) -> (Result<TaskOutput, TaskError>, Vec<u64>) {
         let registry = ticketmax_executor::jobs::registry();
         let task = registry.get(job).expect("task exists");
         let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
         params.insert("as_of".into(), Value::String(now.to_rfc3339()));
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = TaskContext::new(
             ContextParts {
                 db: self.db.clone(),
@@ -140,8 +151,18 @@ impl TestDb {
             tx,
             cancel,
             Arc::new(Mutex::new(Map::new())),
-        )?;
-        task.run(&ctx).await
+        );
+        let result = match ctx {
+            Ok(ctx) => task.run(&ctx).await,
+            Err(e) => Err(e),
+        };
+        let mut progress = Vec::new();
+        while let Ok(event) = rx.try_recv() {
+            if let Some(ticketmax_proto::v1::executor_event::Kind::Progress(p)) = event.kind {
+                progress.push(p.done);
+            }
+        }
+        (result, progress)
     }
 
     pub async fn exec(&self, sql: &str) {
