@@ -30,7 +30,8 @@ macro_rules! exit_codes {
   3  not found (NOT_FOUND: unknown job, run or report)
   4  rejected (INVALID_ARGUMENT, FAILED_PRECONDITION: bad cron or timezone, run already ended)
   5  control plane unreachable (connection refused, UNAVAILABLE, DEADLINE_EXCEEDED)
-  6  not allowed (UNAUTHENTICATED, PERMISSION_DENIED)"
+  6  not allowed (UNAUTHENTICATED, PERMISSION_DENIED)
+  130  interrupted (Ctrl-C) while following a run; the run goes on"
     };
 }
 
@@ -332,6 +333,11 @@ enum Failure {
     Client(Error),
     /// The run ended in a state other than SUCCEEDED or SKIPPED.
     RunEnded(Box<Run>),
+    /// Ctrl-C while following a run (which goes on).
+    Interrupted {
+        run_id: String,
+        after: u64,
+    },
 }
 
 impl From<Error> for Failure {
@@ -345,6 +351,7 @@ impl Failure {
         match self {
             Failure::Usage(_) => 2,
             Failure::RunEnded(_) => 1,
+            Failure::Interrupted { .. } => 130,
             Failure::Client(e) => match e {
                 Error::InvalidUrl { .. }
                 | Error::InvalidToken(_)
@@ -368,6 +375,10 @@ impl Failure {
         match self {
             Failure::Usage(m) => m.clone(),
             Failure::Client(e) => e.to_string(),
+            Failure::Interrupted { run_id, after } => format!(
+                "interrupted; run {run_id} goes on (follow it again with: ticketmaxctl watch \
+                 {run_id} --after-seq {after})"
+            ),
             Failure::RunEnded(run) => {
                 let mut m = format!("run {} ended {}", run.id, short_state(run.state()));
                 if !run.error.is_empty() {
@@ -660,13 +671,10 @@ async fn follow(
     timeout: Option<Duration>,
 ) -> Result<Run, Failure> {
     let bar = if mode == FollowOutput::Human && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
+        // A spinner until the first progress event tells how much there is to do.
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(spinner_style());
+        bar.set_message("waiting for the run to start");
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
     } else {
@@ -678,16 +686,28 @@ async fn follow(
     };
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut after = after_seq;
-    let result = loop {
+    // Ctrl-C stops following, not the run: say how to pick it up again.
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let result = 'follow: loop {
         let mut events = client.watch(run_id, after);
         let mut stream_error = None;
         loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, events.next()).await {
-                    Ok(n) => n,
-                    Err(_) => break,
+            let next_event = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, events.next()).await.ok(),
+                    None => Some(events.next().await),
+                }
+            };
+            let next = tokio::select! {
+                next = next_event => match next {
+                    Some(n) => n,
+                    None => break, // deadline
                 },
-                None => events.next().await,
+                _ = &mut interrupt => break 'follow Err(Failure::Interrupted {
+                    run_id: run_id.to_string(),
+                    after,
+                }),
             };
             match next {
                 None => break,
@@ -733,6 +753,19 @@ async fn follow(
     result
 }
 
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:32.cyan/blue} {pos}/{len} {wide_msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 fn show_event(event: &RunEvent, bar: Option<&ProgressBar>, print: &dyn Fn(String)) {
     let at = event
         .time
@@ -750,10 +783,18 @@ fn show_event(event: &RunEvent, bar: Option<&ProgressBar>, print: &dyn Fn(String
                 line.push_str(&format!(": {}", one_line(&s.message)));
             }
             print(line);
+            if let Some(bar) = bar.filter(|b| b.length().is_none()) {
+                bar.set_message(short_state(s.state()).to_lowercase());
+            }
         }
         Some(Kind::Progress(p)) => match bar {
             Some(bar) => {
-                bar.set_length(p.total.max(p.done));
+                if p.total > 0 && bar.length().is_none() {
+                    bar.set_style(bar_style());
+                }
+                if p.total > 0 {
+                    bar.set_length(p.total.max(p.done));
+                }
                 bar.set_position(p.done);
                 bar.set_message(one_line(&p.message));
             }
