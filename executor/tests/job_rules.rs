@@ -1,0 +1,1265 @@
+//! The rules of SPEC §4, job by job, on both sides of every threshold, with rows inserted by
+//! plain SQL: a second run changes nothing and queues no e-mail, the ticket invariant holds after
+//! every run, refund arithmetic stays in integer minor units, day windows follow the job's
+//! timezone, the file jobs age files by modification time, and `cancel-expired-bookings` never
+//! cancels a booking another connection confirms meanwhile (Postgres).
+//!
+//! Every scenario runs on SQLite and, when `TICKETMAX_TEST_DATABASE_URL` is set, on Postgres.
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{TestDb, at, count, databases};
+use serde_json::{Map, Value, json};
+use ticketmax_executor::db::{Sql, col};
+use ticketmax_executor::tasks::{
+    ContextParts, RunRequest, RunStats, TaskContext, TaskError, TaskOutput, TaskSettings,
+};
+use tokio_util::sync::CancellationToken;
+
+const NOW: &str = "2026-11-28T12:00:00+00:00";
+
+/// Runs `job` with `as_of = now` in timezone `tz` (the common harness always uses UTC).
+async fn run_tz(
+    t: &TestDb,
+    job: &str,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    params: Value,
+) -> Result<TaskOutput, TaskError> {
+    let registry = ticketmax_executor::jobs::registry();
+    let task = registry.get(job).expect("task exists");
+    let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+    params.insert("as_of".into(), Value::String(now.to_rfc3339()));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = TaskContext::new(
+        ContextParts {
+            db: t.db.clone(),
+            dialect: t.dialect,
+            settings: Arc::new(TaskSettings {
+                dirs: t.dirs.clone(),
+                frontend_url: "https://tickets.example".into(),
+                admin_emails: Vec::new(),
+                memory_alert_mb: 512,
+                disk_alert_percent: 90,
+                reengagement_batch_limit: 1000,
+                started_at: now,
+            }),
+            run_stats: Arc::new(RunStats::default()),
+            mail_queued: Arc::new(tokio::sync::Notify::new()),
+        },
+        RunRequest {
+            run_id: "rules-run".into(),
+            job: job.into(),
+            attempt: 1,
+            scheduled_for: Some(now),
+            tz,
+            params,
+        },
+        tx,
+        CancellationToken::new(),
+        Arc::new(Mutex::new(Map::new())),
+    )?;
+    task.run(&ctx).await
+}
+
+/// Runs `job` (UTC), checks the invariant, runs it again and checks that the second run changed
+/// nothing: same row fingerprint, no e-mail queued. Returns the first run's output.
+async fn run_twice(t: &TestDb, job: &str, now: DateTime<Utc>, params: Value) -> TaskOutput {
+    run_twice_tz(t, job, now, chrono_tz::UTC, params).await
+}
+
+async fn run_twice_tz(
+    t: &TestDb,
+    job: &str,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    params: Value,
+) -> TaskOutput {
+    let first = run_tz(t, job, now, tz, params.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{}: {job}: {e}", t.name));
+    t.assert_inventory().await;
+    let before = fingerprint(t).await;
+    let outbox = t.int("SELECT COUNT(*) FROM email_outbox").await;
+    let second = run_tz(t, job, now, tz, params)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {job} (second run): {e}", t.name));
+    t.assert_inventory().await;
+    assert_eq!(
+        fingerprint(t).await,
+        before,
+        "{}: {job}: the second run changed rows",
+        t.name
+    );
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM email_outbox").await,
+        outbox,
+        "{}: {job}: the second run queued e-mails: {:?}",
+        t.name,
+        second.summary
+    );
+    if let Some(n) = second.summary.get("emails_queued").and_then(Value::as_u64) {
+        assert_eq!(
+            n, 0,
+            "{}: {job}: second run summary {:?}",
+            t.name, second.summary
+        );
+    }
+    first
+}
+
+/// A cheap digest of the mutable state the jobs touch.
+async fn fingerprint(t: &TestDb) -> Vec<i64> {
+    vec![
+        t.int("SELECT COUNT(*) FROM bookings").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE status = 'pending'").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE status = 'confirmed'").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE status = 'cancelled'").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE status = 'refunded'").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE reminder_sent OR early_reminder_sent OR follow_up_sent OR confirmation_email_sent").await,
+        t.int("SELECT COUNT(*) FROM bookings WHERE refund_processed").await,
+        t.int("SELECT CAST(COALESCE(SUM(refund_amount), 0) AS BIGINT) FROM bookings").await,
+        t.int("SELECT COUNT(*) FROM payments").await,
+        t.int("SELECT COUNT(*) FROM payments WHERE status IN ('abandoned', 'failed', 'refunded')").await,
+        t.int("SELECT CAST(COALESCE(SUM(available_tickets), 0) AS BIGINT) FROM events").await,
+        t.int("SELECT COUNT(*) FROM events WHERE archived").await,
+        t.int("SELECT COUNT(*) FROM users WHERE reengagement_sent").await,
+    ]
+}
+
+async fn status(t: &TestDb, table: &str, id: i64) -> String {
+    t.text(&format!("SELECT status FROM {table} WHERE id = {id}"))
+        .await
+        .unwrap_or_else(|| panic!("{}: {table} {id} is gone", t.name))
+}
+
+async fn exists(t: &TestDb, table: &str, id: i64) -> bool {
+    t.int(&format!("SELECT COUNT(*) FROM {table} WHERE id = {id}"))
+        .await
+        == 1
+}
+
+/// Users 1 (verified) and an event 1 far in the future with `total` tickets, `held` of them held
+/// by the bookings the test will insert.
+async fn base(t: &TestDb, total: i64, held: i64) {
+    t.exec(
+        "INSERT INTO users (id, email, first_name, email_verified) \
+         VALUES (1, 'ada@example.com', 'Ada', TRUE)",
+    )
+    .await;
+    t.exec_with(
+        &format!(
+            "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, price) \
+             VALUES (1, 'Afrobeats Night', $1, {total}, {}, 1000)",
+            total - held
+        ),
+        vec![(at(NOW) + Duration::days(20)).into()],
+    )
+    .await;
+}
+
+async fn booking(t: &TestDb, id: i64, quantity: i64, status: &str, created_at: DateTime<Utc>) {
+    t.exec_with(
+        &format!(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) \
+             VALUES ({id}, 1, 1, {quantity}, {}, '{status}', $1)",
+            quantity * 1000
+        ),
+        vec![created_at.into()],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn expired_bookings_nine_minutes_stay_eleven_are_cancelled() {
+    let now = at(NOW);
+    for t in databases().await {
+        base(&t, 50, 2 + 3 + 4 + 1 + 5).await;
+        booking(&t, 1, 2, "pending", now - Duration::minutes(9)).await;
+        booking(&t, 2, 3, "pending", now - Duration::minutes(11)).await;
+        booking(&t, 3, 4, "confirmed", now - Duration::minutes(11)).await;
+        // Exactly at the threshold: not older than 10 minutes, stays.
+        booking(&t, 4, 1, "pending", now - Duration::minutes(10)).await;
+        booking(&t, 5, 5, "confirmed", now - Duration::days(3)).await;
+        booking(&t, 6, 7, "cancelled", now - Duration::days(3)).await;
+        t.assert_inventory().await;
+        let out = run_twice(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&out, "cancelled"), 1, "{}", t.name);
+        assert_eq!(count(&out, "tickets_released"), 3, "{}", t.name);
+        assert_eq!(count(&out, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(status(&t, "bookings", 1).await, "pending", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 2).await, "cancelled", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 3).await, "confirmed", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 4).await, "pending", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 5).await, "confirmed", "{}", t.name);
+        assert_eq!(
+            t.int("SELECT available_tickets FROM events WHERE id = 1")
+                .await,
+            50 - 15 + 3,
+            "{}",
+            t.name
+        );
+        // Eleven minutes later booking 1 has expired too.
+        let later = run_twice(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now + Duration::minutes(2),
+            json!({}),
+        )
+        .await;
+        assert_eq!(count(&later, "cancelled"), 2, "{}", t.name);
+        assert_eq!(status(&t, "bookings", 1).await, "cancelled", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 4).await, "cancelled", "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn stale_payment_thresholds() {
+    let now = at(NOW);
+    for t in databases().await {
+        // Bookings 1..4, one per payment, all still pending (old enough for the booking job,
+        // which is not run here), each holding 2 tickets.
+        base(&t, 20, 8).await;
+        for id in 1..=4 {
+            booking(&t, id, 2, "pending", now - Duration::minutes(30)).await;
+        }
+        t.exec_with(
+            "INSERT INTO payments (id, booking_id, user_id, amount, status, created_at) VALUES \
+             (1, 1, 1, 2000, 'pending', $1), (2, 2, 1, 2000, 'pending', $2), \
+             (3, 3, 1, 2000, 'processing', $3), (4, 4, 1, 2000, 'processing', $4)",
+            vec![
+                (now - Duration::minutes(14)).into(),
+                (now - Duration::minutes(16)).into(),
+                (now - Duration::minutes(9)).into(),
+                (now - Duration::minutes(11)).into(),
+            ],
+        )
+        .await;
+        let abandoned = run_twice(
+            &t,
+            "payment-cleanup/cleanup-abandoned-payments",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&abandoned, "abandoned"), 1, "{}", t.name);
+        assert_eq!(count(&abandoned, "bookings_cancelled"), 1, "{}", t.name);
+        assert_eq!(count(&abandoned, "tickets_released"), 2, "{}", t.name);
+        assert_eq!(count(&abandoned, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(status(&t, "payments", 1).await, "pending", "{}", t.name);
+        assert_eq!(status(&t, "payments", 2).await, "abandoned", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 1).await, "pending", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 2).await, "cancelled", "{}", t.name);
+
+        let timeouts = run_twice(
+            &t,
+            "payment-cleanup/handle-payment-timeouts",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&timeouts, "failed"), 1, "{}", t.name);
+        assert_eq!(count(&timeouts, "bookings_cancelled"), 1, "{}", t.name);
+        assert_eq!(count(&timeouts, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(status(&t, "payments", 3).await, "processing", "{}", t.name);
+        assert_eq!(status(&t, "payments", 4).await, "failed", "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM payments WHERE id = 4 AND failed_at IS NOT NULL")
+                .await,
+            1
+        );
+        assert_eq!(status(&t, "bookings", 3).await, "pending", "{}", t.name);
+        assert_eq!(status(&t, "bookings", 4).await, "cancelled", "{}", t.name);
+        assert_eq!(
+            t.int("SELECT available_tickets FROM events WHERE id = 1")
+                .await,
+            12 + 4,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE kind = 'payment-failed' AND dedupe_key = 'payment-failed:4'").await,
+            1,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn old_failed_payments_29_days_stay_31_are_deleted() {
+    let now = at(NOW);
+    for t in databases().await {
+        base(&t, 10, 0).await;
+        let (d29, d31) = (now - Duration::days(29), now - Duration::days(31));
+        t.exec_with(
+            "INSERT INTO payments (id, booking_id, user_id, amount, status, created_at, failed_at, abandoned_at) VALUES \
+             (1, 1, 1, 100, 'failed', $2, $1, NULL), \
+             (2, 2, 1, 100, 'failed', $2, $2, NULL), \
+             (3, 3, 1, 100, 'abandoned', $2, NULL, $1), \
+             (4, 4, 1, 100, 'abandoned', $2, NULL, $2), \
+             (5, 5, 1, 100, 'success', $2, NULL, NULL), \
+             (6, 6, 1, 100, 'refunded', $2, NULL, NULL), \
+             (7, 7, 1, 100, 'failed', $2, NULL, NULL), \
+             (8, 8, 1, 100, 'pending', $2, NULL, NULL)",
+            vec![d29.into(), d31.into()],
+        )
+        .await;
+        let out = run_twice(
+            &t,
+            "payment-cleanup/cleanup-old-failed-payments",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&out, "deleted"), 3, "{}: {:?}", t.name, out.summary);
+        for (id, kept) in [
+            (1, true),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, true),
+            (7, false),
+            (8, true),
+        ] {
+            assert_eq!(
+                exists(&t, "payments", id).await,
+                kept,
+                "{}: payment {id}",
+                t.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn old_cancelled_bookings_29_days_stay_31_are_deleted_unless_refund_pending() {
+    let now = at(NOW);
+    for t in databases().await {
+        base(&t, 10, 1).await;
+        let (d29, d31) = (now - Duration::days(29), now - Duration::days(31));
+        t.exec_with(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, status, created_at, cancelled_at, \
+             refund_requested, refund_processed) VALUES \
+             (1, 1, 1, 1, 'cancelled', $2, $1, FALSE, FALSE), \
+             (2, 1, 1, 1, 'cancelled', $2, $2, FALSE, FALSE), \
+             (3, 1, 1, 1, 'cancelled', $2, $2, TRUE, FALSE), \
+             (4, 1, 1, 1, 'cancelled', $2, $2, TRUE, TRUE), \
+             (5, 1, 1, 1, 'confirmed', $2, NULL, FALSE, FALSE), \
+             (6, 1, 1, 1, 'refunded', $2, $2, TRUE, TRUE), \
+             (7, 1, 1, 1, 'cancelled', $2, NULL, FALSE, FALSE), \
+             (8, 1, 1, 1, 'cancelled', $1, NULL, FALSE, FALSE)",
+            vec![d29.into(), d31.into()],
+        )
+        .await;
+        t.assert_inventory().await;
+        let out = run_twice(
+            &t,
+            "booking-cleanup/cleanup-old-cancelled-bookings",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&out, "deleted"), 3, "{}: {:?}", t.name, out.summary);
+        for (id, kept) in [
+            (1, true),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, true),
+            (7, false),
+            (8, true),
+        ] {
+            assert_eq!(
+                exists(&t, "bookings", id).await,
+                kept,
+                "{}: booking {id}",
+                t.name
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_completed_6_days_ago_stay_8_are_archived() {
+    let now = at(NOW);
+    for t in databases().await {
+        let (d6, d8) = (now - Duration::days(6), now - Duration::days(8));
+        t.exec_with(
+            "INSERT INTO events (id, title, starts_at, ends_at, status, completed_at) VALUES \
+             (1, 'six', $1, $1, 'completed', $1), \
+             (2, 'eight', $2, $2, 'completed', $2), \
+             (3, 'eight, still upcoming', $2, $2, 'upcoming', NULL), \
+             (4, 'eight, cancelled', $2, $2, 'cancelled', NULL), \
+             (5, 'ended 8 days ago, completed 6 days ago', $2, $2, 'completed', $1), \
+             (6, 'no completed_at, ended 8 days ago', $2, $2, 'completed', NULL)",
+            vec![d6.into(), d8.into()],
+        )
+        .await;
+        let out = run_twice(
+            &t,
+            "event-management/archive-past-events",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(count(&out, "archived"), 2, "{}: {:?}", t.name, out.summary);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM events WHERE archived AND archived_at IS NOT NULL AND id IN (2, 6)").await,
+            2,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn reminders_for_tomorrow_in_the_jobs_timezone() {
+    let lagos = chrono_tz::Africa::Lagos; // UTC+1, no DST
+    // 09:00 in Lagos on the 28th; "tomorrow" is the 29th local = [28 23:00Z, 29 23:00Z).
+    let now = at("2026-11-28T08:00:00Z");
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, first_name, email_verified) \
+             VALUES (1, 'ada@example.com', 'Ada', TRUE)",
+        )
+        .await;
+        let starts = [
+            // 1: 29th 00:30 Lagos (28th 23:30 UTC): tomorrow in Lagos, today in UTC.
+            "2026-11-28T23:30:00Z",
+            // 2: 29th 20:00 Lagos: tomorrow.
+            "2026-11-29T19:00:00Z",
+            // 3: 30th 00:30 Lagos (29th 23:30 UTC): in two days in Lagos, tomorrow in UTC.
+            "2026-11-29T23:30:00Z",
+            // 4: 30th noon: in two days.
+            "2026-11-30T11:00:00Z",
+            // 5: today.
+            "2026-11-28T18:00:00Z",
+        ];
+        for (i, s) in starts.iter().enumerate() {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+                     VALUES ({}, 'event {}', $1, 10, 8)",
+                    i + 1,
+                    i + 1
+                ),
+                vec![at(s).into()],
+            )
+            .await;
+            t.exec(&format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, status) \
+                 VALUES ({}, 1, {}, 2, 'confirmed')",
+                i + 1,
+                i + 1
+            ))
+            .await;
+        }
+        // A pending booking for tomorrow's event 2 gets no reminder; a cancelled one neither.
+        t.exec(
+            "UPDATE events SET available_tickets = 5 WHERE id = 2; \
+             INSERT INTO bookings (id, user_id, event_id, quantity, status) VALUES \
+             (10, 1, 2, 3, 'pending'), (11, 1, 2, 1, 'cancelled')",
+        )
+        .await;
+        t.assert_inventory().await;
+        let out = run_twice_tz(
+            &t,
+            "event-management/send-event-reminders",
+            now,
+            lagos,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "reminders_sent"),
+            2,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(count(&out, "emails_queued"), 2, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE reminder_sent AND id IN (1, 2)")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE reminder_sent")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key IN ('event-reminder:1', 'event-reminder:2')").await,
+            2,
+            "{}",
+            t.name
+        );
+        // A day later in Lagos, events 3 and 4 are tomorrow.
+        let next = run_twice_tz(
+            &t,
+            "event-management/send-event-reminders",
+            now + Duration::days(1),
+            lagos,
+            json!({}),
+        )
+        .await;
+        assert_eq!(count(&next, "reminders_sent"), 2, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE reminder_sent AND id IN (3, 4)")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn birthdays_today_in_timezone_and_leap_day_on_28_february() {
+    let lagos = chrono_tz::Africa::Lagos;
+    // 00:30 on 28 Feb 2027 in Lagos (a non-leap year) is still the 27th in UTC.
+    let now = at("2027-02-27T23:30:00Z");
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, email_verified, date_of_birth) VALUES \
+             (1, 'leap@example.com', TRUE, '2000-02-29'), \
+             (2, 'feb28@example.com', TRUE, '1990-02-28'), \
+             (3, 'feb27@example.com', TRUE, '1990-02-27'), \
+             (4, 'mar1@example.com', TRUE, '1990-03-01'), \
+             (5, 'unverified@example.com', FALSE, '1990-02-28'), \
+             (6, 'nobirthday@example.com', TRUE, NULL)",
+        )
+        .await;
+        let out = run_twice_tz(
+            &t,
+            "notifications/send-birthday-wishes",
+            now,
+            lagos,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "emails_queued"),
+            2,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(
+            t.int(
+                "SELECT COUNT(*) FROM email_outbox WHERE kind = 'birthday' \
+                   AND dedupe_key IN ('birthday:1:2027', 'birthday:2:2027')"
+            )
+            .await,
+            2,
+            "{}",
+            t.name
+        );
+        // The same instant in UTC is the 27th: only user 3.
+        let utc = run_tz(
+            &t,
+            "notifications/send-birthday-wishes",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("utc run");
+        assert_eq!(count(&utc, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:3:2027'")
+                .await,
+            1
+        );
+        // In a leap year, 28 February is not the leap-day user's birthday.
+        let leap = run_tz(
+            &t,
+            "notifications/send-birthday-wishes",
+            at("2028-02-28T10:00:00Z"),
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("leap-year run");
+        assert_eq!(count(&leap, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:2:2028'")
+                .await,
+            1
+        );
+        let leap_day = run_tz(
+            &t,
+            "notifications/send-birthday-wishes",
+            at("2028-02-29T10:00:00Z"),
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("leap-day run");
+        assert_eq!(count(&leap_day, "emails_queued"), 1, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:1:2028'")
+                .await,
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn re_engagement_after_90_days_without_booking() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, email_verified, reengagement_sent) VALUES \
+             (1, 'recent@example.com', TRUE, FALSE), \
+             (2, 'lapsed@example.com', TRUE, FALSE), \
+             (3, 'never@example.com', TRUE, FALSE), \
+             (4, 'unverified@example.com', FALSE, FALSE), \
+             (5, 'already@example.com', TRUE, TRUE), \
+             (6, 'mixed@example.com', TRUE, FALSE)",
+        )
+        .await;
+        t.exec("INSERT INTO events (id, title, total_tickets, available_tickets) VALUES (1, 'x', 10, 10)")
+            .await;
+        t.exec_with(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, status, created_at) VALUES \
+             (1, 1, 1, 1, 'cancelled', $1), (2, 2, 1, 1, 'cancelled', $2), \
+             (3, 6, 1, 1, 'cancelled', $2), (4, 6, 1, 1, 'cancelled', $1)",
+            vec![
+                (now - Duration::days(89)).into(),
+                (now - Duration::days(91)).into(),
+            ],
+        )
+        .await;
+        let out = run_twice(
+            &t,
+            "notifications/send-re-engagement-emails",
+            now,
+            json!({"batch_size": 1}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "reengagement_sent"),
+            2,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(count(&out, "emails_queued"), 2, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM users WHERE reengagement_sent AND reengagement_sent_at IS NOT NULL AND id IN (2, 3)").await,
+            2,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM users WHERE reengagement_sent")
+                .await,
+            3,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn re_engagement_respects_the_limit() {
+    let now = at(NOW);
+    for t in databases().await {
+        for id in 1..=5 {
+            t.exec(&format!(
+                "INSERT INTO users (id, email, email_verified) VALUES ({id}, 'u{id}@example.com', TRUE)"
+            ))
+            .await;
+        }
+        let out = run_tz(
+            &t,
+            "notifications/send-re-engagement-emails",
+            now,
+            chrono_tz::UTC,
+            json!({"limit": 3, "batch_size": 2}),
+        )
+        .await
+        .expect("run");
+        assert_eq!(
+            count(&out, "reengagement_sent"),
+            3,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox").await,
+            3,
+            "{}",
+            t.name
+        );
+    }
+}
+
+/// Refunds in integer minor units: half of an odd amount rounds down, a full refund never exceeds
+/// what was paid, after the event starts none.
+#[tokio::test]
+async fn refund_arithmetic_on_odd_amounts() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec("INSERT INTO users (id, email, email_verified) VALUES (1, 'ada@example.com', TRUE)")
+            .await;
+        // Event 1 starts in 12 h (partial), event 2 in 3 days (full), event 3 started an hour ago.
+        t.exec_with(
+            "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) VALUES \
+             (1, 'soon', $1, 10, 10), (2, 'later', $2, 10, 10), (3, 'started', $3, 10, 10)",
+            vec![
+                (now + Duration::hours(12)).into(),
+                (now + Duration::days(3)).into(),
+                (now - Duration::hours(1)).into(),
+            ],
+        )
+        .await;
+        // (booking, event, total, paid in success payments)
+        let cases: [(i64, i64, i64, &[i64]); 7] = [
+            (1, 1, 1001, &[1001]),     // 50 % of 1001 → 500, never 501
+            (2, 2, 1001, &[1001]),     // full → 1001
+            (3, 2, 2000, &[1500]),     // full, but only 1500 was paid → 1500
+            (4, 1, 1001, &[999]),      // 50 % of what was paid (999) → 499
+            (5, 3, 1001, &[1001]),     // after the start → denied
+            (6, 2, 1001, &[]),         // nothing paid → denied
+            (7, 1, 1001, &[600, 401]), // two payments summing to 1001 → 500
+        ];
+        let mut payment_id = 1;
+        for (id, event, total, paid) in cases {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, \
+                     created_at, cancelled_at, refund_requested, refund_requested_at) VALUES \
+                     ({id}, 1, {event}, 1, {total}, 'cancelled', $1, $1, TRUE, $1)"
+                ),
+                vec![now.into()],
+            )
+            .await;
+            for amount in paid {
+                t.exec(&format!(
+                    "INSERT INTO payments (id, booking_id, user_id, amount, status) \
+                     VALUES ({payment_id}, {id}, 1, {amount}, 'success')"
+                ))
+                .await;
+                payment_id += 1;
+            }
+        }
+        // A failed attempt on booking 3 is not money received.
+        t.exec(&format!(
+            "INSERT INTO payments (id, booking_id, user_id, amount, status) \
+             VALUES ({payment_id}, 3, 1, 500, 'failed')"
+        ))
+        .await;
+        let out = run_twice(
+            &t,
+            "booking-cleanup/process-refund-requests",
+            now,
+            json!({"batch_size": 3}),
+        )
+        .await;
+        assert_eq!(count(&out, "processed"), 7, "{}: {:?}", t.name, out.summary);
+        assert_eq!(count(&out, "refunded_full"), 2, "{}", t.name);
+        assert_eq!(count(&out, "refunded_partial"), 3, "{}", t.name);
+        assert_eq!(count(&out, "denied"), 2, "{}", t.name);
+        assert_eq!(count(&out, "emails_queued"), 7, "{}", t.name);
+        for (id, amount, st) in [
+            (1, 500, "refunded"),
+            (2, 1001, "refunded"),
+            (3, 1500, "refunded"),
+            (4, 499, "refunded"),
+            (5, 0, "cancelled"),
+            (6, 0, "cancelled"),
+            (7, 500, "refunded"),
+        ] {
+            assert_eq!(
+                t.int(&format!(
+                    "SELECT refund_amount FROM bookings WHERE id = {id}"
+                ))
+                .await,
+                amount,
+                "{}: booking {id}",
+                t.name
+            );
+            assert_eq!(
+                status(&t, "bookings", id).await,
+                st,
+                "{}: booking {id}",
+                t.name
+            );
+        }
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE refund_denied AND refund_denial_reason IS NOT NULL").await,
+            2,
+            "{}",
+            t.name
+        );
+        // Never over-refunded: per booking, refund ≤ total and ≤ what the success payments held.
+        assert_eq!(
+            t.int(
+                "SELECT COUNT(*) FROM bookings b WHERE b.refund_amount > b.total_amount \
+                 OR b.refund_amount > (SELECT COALESCE(SUM(p.amount), 0) FROM payments p \
+                    WHERE p.booking_id = b.id AND p.status IN ('success', 'refunded'))"
+            )
+            .await,
+            0,
+            "{}",
+            t.name
+        );
+        // The approved bookings' payments are refunded, the denied one's stays a success.
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM payments WHERE status = 'refunded' AND refunded_at IS NOT NULL").await,
+            6,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM payments WHERE booking_id = 5 AND status = 'success'")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE kind = 'refund-approved'")
+                .await,
+            5,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE kind = 'refund-denied'")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+    }
+}
+
+/// The midnight payment report covers the local day that just ended, the daily reports cover the
+/// local day that just began, follow-ups go to events that ended yesterday, all in the job's
+/// timezone.
+#[tokio::test]
+async fn daily_windows_follow_the_jobs_timezone() {
+    let lagos = chrono_tz::Africa::Lagos; // UTC+1
+    let la = chrono_tz::America::Los_Angeles; // UTC-8 in November
+    for t in databases().await {
+        t.exec("INSERT INTO users (id, email, email_verified) VALUES (1, 'ada@example.com', TRUE)")
+            .await;
+        // Lagos: 00:05 on the 28th = 23:05Z on the 27th; yesterday = [26 23:00Z, 27 23:00Z).
+        let pay = [
+            ("2026-11-26T22:30:00Z", "success"), // 26th local: no
+            ("2026-11-26T23:30:00Z", "success"), // 27th 00:30 local: yes
+            ("2026-11-27T22:30:00Z", "failed"),  // 27th 23:30 local: yes
+            ("2026-11-27T23:02:00Z", "success"), // 28th 00:02 local: no
+        ];
+        for (i, (created, st)) in pay.iter().enumerate() {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO payments (id, booking_id, user_id, amount, status, created_at, paid_at) \
+                     VALUES ({}, {}, 1, 700, '{st}', $1, $1)",
+                    i + 1,
+                    i + 1
+                ),
+                vec![at(created).into()],
+            )
+            .await;
+        }
+        let out = run_twice_tz(
+            &t,
+            "payment-cleanup/generate-payment-analytics",
+            at("2026-11-27T23:05:00Z"),
+            lagos,
+            json!({}),
+        )
+        .await;
+        let body = &out.reports[0].body;
+        assert_eq!(out.reports[0].period, "2026-11-27", "{}", t.name);
+        assert_eq!(body["total"], 2, "{}: {body}", t.name);
+        assert_eq!(body["by_status"]["success"], 1, "{}: {body}", t.name);
+        assert_eq!(body["by_status"]["failed"], 1, "{}: {body}", t.name);
+        assert_eq!(body["revenue"]["NGN"], 700, "{}: {body}", t.name);
+
+        // Los Angeles: 00:10 on the 28th = 08:10Z; today = [28 08:00Z, 29 08:00Z).
+        t.exec("INSERT INTO events (id, title, total_tickets, available_tickets) VALUES (1, 'x', 100, 94)")
+            .await;
+        let bookings = [
+            "2026-11-28T03:00:00Z", // 27th 19:00 local (already the 28th in UTC): no
+            "2026-11-28T07:55:00Z", // 27th 23:55 local: no
+            "2026-11-28T08:05:00Z", // 28th 00:05 local: yes
+        ];
+        for (i, created) in bookings.iter().enumerate() {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) \
+                     VALUES ({}, 1, 1, 2, 3001, 'confirmed', $1)",
+                    i + 1
+                ),
+                vec![at(created).into()],
+            )
+            .await;
+        }
+        t.assert_inventory().await;
+        let as_of = at("2026-11-28T08:10:00Z");
+        let daily = run_twice_tz(
+            &t,
+            "booking-cleanup/generate-daily-report",
+            as_of,
+            la,
+            json!({}),
+        )
+        .await;
+        assert_eq!(daily.reports[0].period, "2026-11-28", "{}", t.name);
+        let body = &daily.reports[0].body;
+        assert_eq!(body["total"], 1, "{}: {body}", t.name);
+        assert_eq!(body["tickets_sold"], 2, "{}: {body}", t.name);
+        assert_eq!(body["confirmed_revenue"]["NGN"], 3001, "{}: {body}", t.name);
+        let analytics = run_twice_tz(
+            &t,
+            "analytics/generate-daily-analytics",
+            as_of,
+            la,
+            json!({}),
+        )
+        .await;
+        assert_eq!(analytics.reports[0].period, "2026-11-28", "{}", t.name);
+        assert_eq!(
+            analytics.reports[0].body["bookings"]["total"], 1,
+            "{}: {}",
+            t.name, analytics.reports[0].body
+        );
+
+        // Follow-ups in Los Angeles at 00:10 on the 28th: events that ended on the 27th local,
+        // i.e. in [27 08:00Z, 28 08:00Z).
+        let ended = [
+            (2, "2026-11-27T07:30:00Z"), // 26th local: no
+            (3, "2026-11-27T09:00:00Z"), // 27th local: yes
+            (4, "2026-11-28T07:30:00Z"), // 27th 23:30 local (28th in UTC): yes
+            (5, "2026-11-28T08:05:00Z"), // 28th local (today): no
+        ];
+        for (id, end) in ended {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, starts_at, ends_at, status, total_tickets, available_tickets) \
+                     VALUES ({id}, 'e{id}', $1, $2, 'completed', 10, 9)"
+                ),
+                vec![(at(end) - Duration::hours(3)).into(), at(end).into()],
+            )
+            .await;
+            t.exec(&format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, status) \
+                 VALUES ({}, 1, {id}, 1, 'confirmed')",
+                10 + id
+            ))
+            .await;
+        }
+        let follow = run_twice_tz(
+            &t,
+            "notifications/send-event-follow-ups",
+            as_of,
+            la,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&follow, "follow_ups_sent"),
+            2,
+            "{}: {:?}",
+            t.name,
+            follow.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE follow_up_sent AND id IN (13, 14)")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+    }
+}
+
+fn write_aged(path: &std::path::Path, bytes: usize, age: Duration) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, vec![b'x'; bytes]).expect("write");
+    let mtime: SystemTime = (Utc::now() - age).into();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("set mtime");
+}
+
+#[tokio::test]
+async fn file_jobs_age_files_by_modification_time() {
+    for t in databases().await {
+        let now = Utc::now();
+        let d = &t.dirs;
+        let h = Duration::hours;
+        write_aged(&d.uploads_tmp.join("fresh.bin"), 10, h(23));
+        write_aged(&d.uploads_tmp.join("old.bin"), 100, h(25));
+        write_aged(&d.uploads_tmp.join("nested/old.bin"), 1000, h(25));
+        write_aged(&d.logs.join("recent.log"), 10, Duration::days(29));
+        write_aged(&d.logs.join("old.log"), 200, Duration::days(31));
+        write_aged(&d.logs.join("old.txt"), 10, Duration::days(31));
+        write_aged(&d.documents.join("recent.pdf"), 10, Duration::days(29));
+        write_aged(&d.documents.join("orphan.pdf"), 300, Duration::days(31));
+        write_aged(&d.documents.join("kept/used.pdf"), 10, Duration::days(31));
+        t.exec("INSERT INTO documents (path) VALUES ('kept/used.pdf')")
+            .await;
+
+        let tmp = run_twice(&t, "data-cleanup/clean-temporary-files", now, json!({})).await;
+        assert_eq!(
+            count(&tmp, "files_deleted"),
+            2,
+            "{}: {:?}",
+            t.name,
+            tmp.summary
+        );
+        assert_eq!(count(&tmp, "bytes_freed"), 1100, "{}", t.name);
+        assert!(d.uploads_tmp.join("fresh.bin").exists());
+        assert!(!d.uploads_tmp.join("old.bin").exists());
+        assert!(!d.uploads_tmp.join("nested/old.bin").exists());
+
+        let logs = run_twice(&t, "data-cleanup/clean-old-logs", now, json!({})).await;
+        assert_eq!(
+            count(&logs, "files_deleted"),
+            1,
+            "{}: {:?}",
+            t.name,
+            logs.summary
+        );
+        assert_eq!(count(&logs, "bytes_freed"), 200, "{}", t.name);
+        assert!(d.logs.join("recent.log").exists());
+        assert!(d.logs.join("old.txt").exists());
+        assert!(!d.logs.join("old.log").exists());
+
+        let docs = run_twice(&t, "data-cleanup/clean-orphaned-documents", now, json!({})).await;
+        assert_eq!(
+            count(&docs, "files_deleted"),
+            1,
+            "{}: {:?}",
+            t.name,
+            docs.summary
+        );
+        assert_eq!(count(&docs, "bytes_freed"), 300, "{}", t.name);
+        assert!(d.documents.join("recent.pdf").exists());
+        assert!(d.documents.join("kept/used.pdf").exists());
+        assert!(!d.documents.join("orphan.pdf").exists());
+
+        // A second run from the second database shares nothing with the first: clean up.
+        let _ = std::fs::remove_dir_all(&d.data);
+    }
+}
+
+/// Confirmations racing the expiry job on other connections: a booking the other side
+/// confirmed is never cancelled, no confirmed booking is cancelled, no ticket is lost or made.
+#[tokio::test]
+async fn expiry_races_concurrent_confirmations_on_postgres() {
+    let now = Utc::now();
+    for t in databases().await {
+        if t.name != "postgres" {
+            continue;
+        }
+        const EVENTS: i64 = 20;
+        const PENDING: i64 = 6000;
+        t.exec("INSERT INTO users (id, email) VALUES (1, 'ada@example.com')")
+            .await;
+        t.exec(&format!(
+            "INSERT INTO events (id, title, total_tickets, available_tickets) \
+             SELECT g, 'event ' || g, 100000, 100000 FROM generate_series(1, {EVENTS}) g"
+        ))
+        .await;
+        t.exec_with(
+            &format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) \
+                 SELECT g, 1, 1 + g % {EVENTS}, 1 + g % 3, 1000, \
+                 CASE WHEN g % 10 = 0 THEN 'confirmed' ELSE 'pending' END, $1 \
+                 FROM generate_series(1, {PENDING}) g"
+            ),
+            vec![(now - Duration::minutes(30)).into()],
+        )
+        .await;
+        t.exec(
+            "UPDATE events e SET available_tickets = total_tickets - (SELECT COALESCE(SUM(quantity), 0) \
+             FROM bookings b WHERE b.event_id = e.id)",
+        )
+        .await;
+        t.assert_inventory().await;
+        let tickets_before = t
+            .int("SELECT CAST(SUM(total_tickets) AS BIGINT) FROM events")
+            .await;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut confirmers = Vec::new();
+        for worker in 0..3_i64 {
+            let db = t.db.clone();
+            let dialect = t.dialect;
+            let stop = stop.clone();
+            confirmers.push(tokio::spawn(async move {
+                let mut confirmed = Vec::new();
+                let mut id = 1 + worker * 7;
+                let mut rounds = 0_u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 50 {
+                    rounds += 1;
+                    // Walk the ids in a stride so the workers cross the job's chunks.
+                    let ids: Vec<i64> = (0..4).map(|k| 1 + (id + k * 1499) % PENDING).collect();
+                    id = (id + 13) % PENDING;
+                    let mut q = Sql::new(dialect);
+                    let list = q.bind_list(ids);
+                    q.push(&format!(
+                        "UPDATE bookings SET status = 'confirmed', confirmed_at = CURRENT_TIMESTAMP \
+                         WHERE id IN ({list}) AND status = 'pending' RETURNING id"
+                    ));
+                    for row in q.fetch_all(&db).await.expect("confirm") {
+                        confirmed.push(col::<i64>(&row, 0).expect("id"));
+                    }
+                    if rounds > 200_000 {
+                        break;
+                    }
+                }
+                confirmed
+            }));
+        }
+        // Let the confirmers start, then expire in small chunks.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let out = run_tz(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now,
+            chrono_tz::UTC,
+            json!({"batch_size": 25}),
+        )
+        .await
+        .expect("expiry run");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut confirmed_by_others = Vec::new();
+        for c in confirmers {
+            confirmed_by_others.extend(c.await.expect("confirmer"));
+        }
+        let cancelled = count(&out, "cancelled");
+        eprintln!(
+            "cancelled {cancelled}, confirmed concurrently {}",
+            confirmed_by_others.len()
+        );
+        assert!(cancelled > 0, "the job cancelled nothing");
+        assert!(
+            !confirmed_by_others.is_empty(),
+            "the confirmers confirmed nothing"
+        );
+        let mut unique = confirmed_by_others.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            confirmed_by_others.len(),
+            "a booking was confirmed twice"
+        );
+
+        // Nothing both confirmed by another connection and cancelled.
+        let mut q = Sql::new(t.dialect);
+        let list = q.bind_list(unique.iter().copied());
+        q.push(&format!(
+            "SELECT COUNT(*) FROM bookings WHERE id IN ({list}) AND status <> 'confirmed'"
+        ));
+        let row = q.fetch_one(&t.db).await.expect("query").expect("row");
+        assert_eq!(
+            col::<i64>(&row, 0).expect("n"),
+            0,
+            "a confirmed booking was cancelled"
+        );
+        // The pre-confirmed ones too.
+        assert_eq!(
+            t.int(&format!(
+                "SELECT COUNT(*) FROM bookings WHERE id % 10 = 0 AND id <= {PENDING} AND status <> 'confirmed'"
+            ))
+            .await,
+            0
+        );
+        // A chunk skips rows a confirmer holds locked, so a few may still be pending when the
+        // job ends; a run after the confirmers stopped cancels exactly those.
+        let left = t
+            .int("SELECT COUNT(*) FROM bookings WHERE status = 'pending'")
+            .await;
+        assert!(left <= 12, "{left} expired bookings left pending");
+        t.assert_inventory().await;
+        let again = run_tz(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("second run");
+        assert_eq!(count(&again, "cancelled") as i64, left);
+        let cancelled = cancelled + count(&again, "cancelled");
+        let released = count(&out, "tickets_released") + count(&again, "tickets_released");
+        // Every booking is accounted for: confirmed (before or concurrently) or cancelled.
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE status = 'cancelled'")
+                .await,
+            cancelled as i64
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE status = 'pending'")
+                .await,
+            0
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE status = 'confirmed'")
+                .await,
+            PENDING / 10 + unique.len() as i64
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE status = 'cancelled' AND confirmed_at IS NOT NULL").await,
+            0
+        );
+        assert_eq!(
+            t.int("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM bookings WHERE status = 'cancelled'")
+                .await,
+            released as i64
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE kind = 'booking-cancelled'")
+                .await,
+            cancelled as i64
+        );
+        assert_eq!(
+            t.int("SELECT CAST(SUM(total_tickets) AS BIGINT) FROM events")
+                .await,
+            tickets_before
+        );
+        t.assert_inventory().await;
+        let third = run_tz(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("third run");
+        assert_eq!(count(&third, "cancelled"), 0);
+        assert_eq!(count(&third, "emails_queued"), 0);
+        t.assert_inventory().await;
+    }
+}
