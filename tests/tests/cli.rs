@@ -55,6 +55,11 @@ fn ctl_bin() -> PathBuf {
 
 /// Runs ticketmaxctl against `url` (None: the default, from nothing in the environment).
 async fn ctl_at(url: Option<&str>, args: &[&str]) -> Ctl {
+    ctl_with_token(url, args, None).await
+}
+
+/// Runs ticketmaxctl with `TICKETMAX_TOKEN` set to `token`.
+async fn ctl_with_token(url: Option<&str>, args: &[&str], token: Option<&str>) -> Ctl {
     let mut cmd = tokio::process::Command::new(ctl_bin());
     cmd.args(args)
         .env_remove("TICKETMAX_CONTROL_PLANE_URL")
@@ -65,6 +70,9 @@ async fn ctl_at(url: Option<&str>, args: &[&str]) -> Ctl {
         .kill_on_drop(true);
     if let Some(url) = url {
         cmd.env("TICKETMAX_CONTROL_PLANE_URL", url);
+    }
+    if let Some(token) = token {
+        cmd.env("TICKETMAX_TOKEN", token);
     }
     let out = tokio::time::timeout(secs(120), cmd.output())
         .await
@@ -662,4 +670,167 @@ async fn reports_and_report_show_what_an_analytics_run_produced() {
     let body_start = out.stdout.find("\n{").expect("a JSON body");
     let body: Json = serde_json::from_str(&out.stdout[body_start..]).expect("body is JSON");
     assert_eq!(body, report["body"]);
+}
+
+// -------------------------------------------------------------------------------------------
+// A control plane that requires bearer tokens (TICKETMAX_API_TOKENS), on SQLite: the harness's
+// readiness check does not send tokens, so this one is started here.
+// -------------------------------------------------------------------------------------------
+
+const VIEWER_TOKEN: &str = "viewer-token-7d3a9c";
+const OPERATOR_TOKEN: &str = "operator-token-52b8f0";
+
+struct SecuredControlPlane {
+    _child: tokio::process::Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl SecuredControlPlane {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cp.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SecuredControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- control plane log -----\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `printf %s TOKEN | ticketmax-control-plane hash-token`.
+async fn hash_token(token: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary(CONTROL_PLANE_BIN))
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run ticketmax-control-plane hash-token");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(token.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "hash-token failed: {out:?}");
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(hash.len(), 64, "hash-token printed {hash:?}");
+    hash
+}
+
+async fn spawn_secured_control_plane(name: &str) -> SecuredControlPlane {
+    let dir = std::env::temp_dir().join(format!("tm-auth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = format!(
+        "dashboard:viewer:{},ops:operator:{}",
+        hash_token(VIEWER_TOKEN).await,
+        hash_token(OPERATOR_TOKEN).await
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("cp.log")).unwrap();
+    let mut cmd = tokio::process::Command::new(binary(CONTROL_PLANE_BIN));
+    for var in [
+        "DATABASE_URL",
+        "TICKETMAX_EXECUTOR_TOKEN",
+        "TICKETMAX_TLS_CERT",
+        "TICKETMAX_TLS_KEY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let child = cmd
+        .env("TICKETMAX_DATA_DIR", dir.join("data"))
+        .env("TICKETMAX_GRPC_ADDR", &addr)
+        .env("TICKETMAX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("TICKETMAX_API_TOKENS", tokens)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ticketmax-control-plane");
+    let cp = SecuredControlPlane {
+        _child: child,
+        addr,
+        dir,
+    };
+    // Ready when GetStatus answers (UNAUTHENTICATED without a token).
+    let url = cp.url();
+    eventually("the secured control plane to answer", secs(60), || {
+        let url = url.clone();
+        async move {
+            let mut api = JobServiceClient::connect(url).await.ok()?;
+            match api.get_status(GetStatusRequest {}).await {
+                Ok(_) => Some(()),
+                Err(s) if s.code() == tonic::Code::Unauthenticated => Some(()),
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    cp
+}
+
+#[tokio::test]
+async fn bearer_tokens_and_roles_map_to_exit_code_6() {
+    let cp = spawn_secured_control_plane("cli").await;
+    let url = cp.url();
+    let url = Some(url.as_str());
+
+    // No token, an unknown token: UNAUTHENTICATED.
+    let out = ctl_with_token(url, &["status"], None).await;
+    assert_eq!(out.code, 6, "{out:?}");
+    out.assert_one_error_line();
+    assert!(out.stderr.contains("UNAUTHENTICATED"), "{out:?}");
+    let out = ctl_with_token(url, &["status"], Some("not-a-configured-token")).await;
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("UNAUTHENTICATED"), "{out:?}");
+
+    // The viewer reads (token from TICKETMAX_TOKEN) ...
+    let v = ctl_with_token(url, &["-o", "json", "status"], Some(VIEWER_TOKEN)).await;
+    assert_eq!(v.code, 0, "{v:?}");
+    assert_eq!(v.json()["jobs"].as_array().map(Vec::len), Some(32));
+    // ... but may not change anything: PERMISSION_DENIED.
+    for args in [
+        vec!["trigger", CANCEL_EXPIRED],
+        vec!["pause", NEWSLETTER],
+        vec!["update", NEWSLETTER, "--max-retries", "1"],
+    ] {
+        let out = ctl_with_token(url, &args, Some(VIEWER_TOKEN)).await;
+        assert_eq!(out.code, 6, "viewer {args:?}:\n{out:?}");
+        out.assert_one_error_line();
+        assert!(out.stderr.contains("PERMISSION_DENIED"), "{out:?}");
+    }
+
+    // The operator (token from --token, which beats the environment) may.
+    let run = ctl_with_token(
+        url,
+        &[
+            "--token",
+            OPERATOR_TOKEN,
+            "-o",
+            "json",
+            "trigger",
+            CANCEL_EXPIRED,
+        ],
+        Some(VIEWER_TOKEN),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = run.json();
+    assert_eq!(run["job"], CANCEL_EXPIRED, "{run:#}");
+    let out = ctl_with_token(url, &["pause", NEWSLETTER], Some(OPERATOR_TOKEN)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let job = ctl_with_token(url, &["-o", "json", "job", NEWSLETTER], Some(VIEWER_TOKEN)).await;
+    assert_eq!(job.json()["enabled"], false);
 }

@@ -398,3 +398,153 @@ async fn scripts_pass_address_token_and_flags_to_grpcurl() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// -------------------------------------------------------------------------------------------
+// A control plane that requires bearer tokens (TICKETMAX_API_TOKENS), on SQLite: the harness's
+// readiness check does not send tokens, so this one is started here.
+// -------------------------------------------------------------------------------------------
+
+const VIEWER_TOKEN: &str = "viewer-token-7d3a9c";
+const OPERATOR_TOKEN: &str = "operator-token-52b8f0";
+
+struct SecuredControlPlane {
+    _child: tokio::process::Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl SecuredControlPlane {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cp.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SecuredControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- control plane log -----\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `printf %s TOKEN | ticketmax-control-plane hash-token`.
+async fn hash_token(token: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary(CONTROL_PLANE_BIN))
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run ticketmax-control-plane hash-token");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(token.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "hash-token failed: {out:?}");
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(hash.len(), 64, "hash-token printed {hash:?}");
+    hash
+}
+
+async fn spawn_secured_control_plane(name: &str) -> SecuredControlPlane {
+    let dir = std::env::temp_dir().join(format!("tm-auth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = format!(
+        "dashboard:viewer:{},ops:operator:{}",
+        hash_token(VIEWER_TOKEN).await,
+        hash_token(OPERATOR_TOKEN).await
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("cp.log")).unwrap();
+    let mut cmd = tokio::process::Command::new(binary(CONTROL_PLANE_BIN));
+    for var in [
+        "DATABASE_URL",
+        "TICKETMAX_EXECUTOR_TOKEN",
+        "TICKETMAX_TLS_CERT",
+        "TICKETMAX_TLS_KEY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    let child = cmd
+        .env("TICKETMAX_DATA_DIR", dir.join("data"))
+        .env("TICKETMAX_GRPC_ADDR", &addr)
+        .env("TICKETMAX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("TICKETMAX_API_TOKENS", tokens)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ticketmax-control-plane");
+    let cp = SecuredControlPlane {
+        _child: child,
+        addr,
+        dir,
+    };
+    // Ready when GetStatus answers (UNAUTHENTICATED without a token).
+    let url = cp.url();
+    eventually("the secured control plane to answer", secs(60), || {
+        let url = url.clone();
+        async move {
+            let mut api = JobServiceClient::connect(url).await.ok()?;
+            match api.get_status(GetStatusRequest {}).await {
+                Ok(_) => Some(()),
+                Err(s) if s.code() == tonic::Code::Unauthenticated => Some(()),
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    cp
+}
+
+#[tokio::test]
+async fn scripts_send_the_bearer_token_and_grpcurl_reports_auth_errors() {
+    let cp = spawn_secured_control_plane("grpcurl").await;
+    let addr = cp.addr.clone();
+    let env = |token: Option<&'static str>| {
+        let mut env = vec![("TICKETMAX_GRPC_ADDR", addr.clone())];
+        if let Some(t) = token {
+            env.push(("TICKETMAX_TOKEN", t.to_string()));
+        }
+        env
+    };
+    let run = |name: &'static str, args: Vec<&'static str>, env: Vec<(&'static str, String)>| async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        script(name, &args, &env).await
+    };
+
+    // No token: UNAUTHENTICATED (grpcurl exits 64 + 16).
+    let out = run("status.sh", vec![], env(None)).await;
+    assert_eq!(out.code, 80, "{out:?}");
+    assert!(out.stderr.contains("Unauthenticated"), "{out:?}");
+
+    // Viewer: reads, may not trigger (PERMISSION_DENIED, 64 + 7).
+    let out = run("status.sh", vec![], env(Some(VIEWER_TOKEN))).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["jobs"].as_array().map(Vec::len), Some(32));
+    let out = run("runs.sh", vec![], env(Some(VIEWER_TOKEN))).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = run("booking-cleanup.sh", vec![], env(Some(VIEWER_TOKEN))).await;
+    assert_eq!(out.code, 71, "{out:?}");
+    assert!(out.stderr.contains("PermissionDenied"), "{out:?}");
+
+    // Operator: triggers.
+    let out = run("booking-cleanup.sh", vec![], env(Some(OPERATOR_TOKEN))).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_fresh_run(
+        &out.json(),
+        CANCEL_EXPIRED,
+        "booking-cleanup.sh with the operator token",
+    );
+}
