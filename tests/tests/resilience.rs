@@ -2,9 +2,10 @@
 //! retries with backoff, timeouts, cancellation, executor loss and control-plane replicas that
 //! are SIGKILLed or SIGTERMed. Each test is one scenario; its name says what must hold.
 //!
-//! A "slow run" is `booking-cleanup/cancel-expired-bookings` over thousands of expired bookings
-//! with `params.batch_size = 1`: one booking per chunk, so the run takes seconds and checks for
-//! cancellation between chunks. Scheduled ticks carry no params; when a test needs a slow run
+//! A "slow run" is `booking-cleanup/cancel-expired-bookings` over hundreds or thousands of expired
+//! bookings with `params = {batch_size: 1, pause_ms: 20}`: one booking per chunk and a 20 ms pause
+//! between chunks (the executor's throttle), so the run takes seconds whatever the machine's
+//! speed, and checks for cancellation between chunks. Scheduled ticks carry no params; when a test needs a slow run
 //! occupying a job's overlap slot it is triggered manually, and the job's every-second ticks arrive
 //! while it runs.
 
@@ -24,8 +25,12 @@ const EVERY_SECOND: &str = "* * * * * *";
 /// recorded by the missed-tick sweeper (as skipped, "missed: ..."). Overlap assertions look at
 /// ticks after this margin.
 /// Bookings for slow runs that must also finish (after a retry) within the test's budget: at
-/// batch_size 1 a busy 2-core machine does roughly 100 per second.
-const FINISHING: u32 = 1000;
+/// most 50 per second with [`slow_params`], so at least 10 s of work.
+const FINISHING: u32 = 500;
+
+fn slow_params() -> Json {
+    json!({ "batch_size": 1, "pause_ms": 20 })
+}
 const SETTLE: chrono::Duration = chrono::Duration::seconds(2);
 
 // ---------------------------------------------------------------------------------------------
@@ -87,7 +92,7 @@ async fn start_slow_run(app: &TestApp, api: usize) -> Run {
         .trigger_job(TriggerJobRequest {
             job: CANCEL_EXPIRED.into(),
             idempotency_key: String::new(),
-            params: Some(json_to_struct(&json!({ "batch_size": 1 }))),
+            params: Some(json_to_struct(&slow_params())),
         })
         .await
         .expect("TriggerJob of the slow run")
@@ -540,8 +545,16 @@ async fn overlap_allow_lets_ticks_and_manual_triggers_run_alongside_an_active_ru
     let runs = app.wait_until_all_runs_end(CANCEL_EXPIRED, secs(60)).await;
 
     assert_ne!(manual.state(), RunState::Skipped, "{manual:#?}");
-    let skipped: Vec<&Run> = runs.iter().filter(|r| r.state() == RunState::Skipped).collect();
-    assert!(skipped.is_empty(), "nothing is skipped under ALLOW: {skipped:#?}");
+    // Nothing is skipped for overlap under ALLOW. (A tick that came due before the replica
+    // picked the new schedule up is recorded by the sweeper as missed; see SETTLE.)
+    let skipped: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.state() == RunState::Skipped)
+        .filter(|r| {
+            !(r.reason.starts_with("missed") && scheduled_for(r).unwrap() <= set_at + SETTLE)
+        })
+        .collect();
+    assert!(skipped.is_empty(), "skipped under ALLOW: {skipped:#?}");
     let overlaps = overlapping_runs(&app, CANCEL_EXPIRED).await;
     assert!(
         overlaps
@@ -551,11 +564,8 @@ async fn overlap_allow_lets_ticks_and_manual_triggers_run_alongside_an_active_ru
         slow.id,
         describe_ticks(&runs)
     );
-    for r in &runs {
-        assert!(
-            matches!(r.state(), RunState::Succeeded),
-            "every run ends well: {r:#?}"
-        );
+    for r in runs.iter().filter(|r| r.state() != RunState::Skipped) {
+        assert_eq!(r.state(), RunState::Succeeded, "every run ends well: {r:#?}");
     }
     assert_eq!(
         app.ticketing_scalar::<i64>("SELECT count(*) FROM bookings WHERE status = 'pending'")
@@ -706,7 +716,7 @@ async fn a_run_over_its_timeout_ends_timed_out_and_the_task_stops() {
     .expect("UpdateJob timeout_seconds");
 
     let run = app
-        .try_trigger(CANCEL_EXPIRED, "", Some(json!({ "batch_size": 1 })))
+        .try_trigger(CANCEL_EXPIRED, "", Some(slow_params()))
         .await
         .expect("TriggerJob");
     let done = app.wait_for_run(&run.id, terminal, secs(30)).await;

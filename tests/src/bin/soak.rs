@@ -187,9 +187,11 @@ async fn soak(args: Args) -> ExitCode {
         println!("{} restarted {}", stamp(t0), names.join(", "));
     }
     println!(
-        "{} chaos over: {cp_kills} replica kills, {ex_kills} executor kills; pausing every job",
+        "{} chaos over: {cp_kills} replica kills, {ex_kills} executor kills; every process up, \
+         5 s of calm, then every job is paused",
         stamp(t0)
     );
+    tokio::time::sleep(Duration::from_secs(5)).await;
 
     for job in &jobs {
         app.pause(job).await;
@@ -333,6 +335,37 @@ async fn report(app: &TestApp) -> ExitCode {
     if rows.is_empty() || expected == 0 {
         println!("FAIL: no tick was recorded at all");
         return ExitCode::FAILURE;
+    }
+    if missed > 0 {
+        let list = app
+            .control_rows(
+                "WITH b AS (SELECT job, min(scheduled_for) AS lo, max(scheduled_for) AS hi \
+                            FROM runs WHERE trigger = 'schedule' GROUP BY job) \
+                 SELECT b.job, s::text AS tick FROM b, \
+                        generate_series(b.lo, b.hi, interval '1 second') s \
+                 WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = b.job \
+                                   AND r.scheduled_for = s AND r.trigger = 'schedule') \
+                 ORDER BY s, b.job LIMIT 40",
+            )
+            .await;
+        println!("missed ticks (first 40):");
+        for r in list {
+            println!("  {r}");
+        }
+    }
+    if doubled > 0 {
+        let list = app
+            .control_rows(
+                "SELECT job, scheduled_for::text AS tick, count(*)::bigint AS n, \
+                        string_agg(state || '/' || COALESCE(reason, ''), '; ') AS rows \
+                 FROM runs WHERE trigger = 'schedule' GROUP BY job, scheduled_for \
+                 HAVING count(*) > 1 ORDER BY 2 LIMIT 40",
+            )
+            .await;
+        println!("doubled ticks (first 40):");
+        for r in list {
+            println!("  {r}");
+        }
     }
     if missed == 0 && doubled == 0 && off_grid == 0 {
         println!("PASS: no tick missed, none doubled");
