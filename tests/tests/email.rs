@@ -1,0 +1,904 @@
+//! Issue 4, items 4 and 5: e-mail delivery against a REAL SMTP server.
+//!
+//! Every test starts its own `python3 -m aiosmtpd` (handler `Mailbox`: one file per message in a
+//! Maildir) on a free loopback port and runs the real executor with `SMTP_HOST`/`SMTP_PORT`
+//! pointing at it. Messages are read back from the Maildir and parsed by Python's `email` package
+//! (no mocks, no Rust MIME parser to trust), and matched to their outbox rows through the
+//! Message-ID the sender derives from the outbox id (`<ID.dedupe-key@ticketmax>`).
+//!
+//! - `every_kind_arrives_once_and_a_second_run_sends_nothing`: one dataset makes every job that
+//!   mails send its message; each arrives with its recipient, subject, a text/plain and a
+//!   text/html part, money formatted per currency and user text HTML-escaped; then every job runs
+//!   again and the Maildir does not grow.
+//! - `sigkill_between_outbox_write_and_send_delivers_each_message_once`: the executor is SIGKILLed
+//!   while its SMTP sessions hang (the e-mails are written and leased, not sent); after a restart
+//!   against a working server each dedupe key arrives exactly once.
+//! - `smtp_outage_loses_nothing_and_delivers_when_the_server_returns`: the server is down when
+//!   the e-mails are queued; attempts fail transiently (recorded, not failed for good), and once
+//!   the server is up the retry with backoff delivers each message once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use ticketmax_e2e::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const FRONTEND: &str = "https://tickets.example.test";
+const ADMINS: [&str; 2] = ["ops@example.test", "cfo@example.test"];
+const XSS_TITLE: &str = r#"<script>alert("x")</script> Rock & Roll"#;
+const XSS_TITLE_ESCAPED: &str =
+    "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Rock &amp; Roll";
+
+// ---------------------------------------------------------------------------------------------
+// A real SMTP server: aiosmtpd writing a Maildir
+// ---------------------------------------------------------------------------------------------
+
+struct SmtpServer {
+    child: Option<tokio::process::Child>,
+    port: u16,
+    maildir: PathBuf,
+    log: PathBuf,
+}
+
+impl SmtpServer {
+    fn new(port: u16, dir: &Path) -> Self {
+        SmtpServer {
+            child: None,
+            port,
+            maildir: dir.join("maildir"),
+            log: dir.join("aiosmtpd.log"),
+        }
+    }
+
+    /// Starts aiosmtpd and waits until it greets with 220.
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "aiosmtpd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open aiosmtpd log");
+        let child = tokio::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&self.maildir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn `python3 -m aiosmtpd` (pip install aiosmtpd)");
+        self.child = Some(child);
+        let deadline = Instant::now() + secs(20);
+        loop {
+            if let Ok(Ok(mut s)) =
+                tokio::time::timeout(secs(2), TcpStream::connect(("127.0.0.1", self.port))).await
+            {
+                let mut buf = [0u8; 64];
+                if let Ok(Ok(n)) = tokio::time::timeout(secs(2), s.read(&mut buf)).await
+                    && buf[..n].starts_with(b"220")
+                {
+                    let _ = s.write_all(b"QUIT\r\n").await;
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "aiosmtpd exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd on port {} did not greet within 20 s: {}",
+                self.port,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(millis(100)).await;
+        }
+    }
+
+    /// Files delivered so far (Maildir `new/` and `cur/`).
+    fn count(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.maildir.join(d)).ok())
+            .map(|entries| entries.filter_map(Result::ok).count())
+            .sum()
+    }
+
+    /// Every delivered message, parsed by Python's `email` package.
+    fn messages(&self) -> Vec<Mail> {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(PARSE_MAILDIR)
+            .arg(&self.maildir)
+            .output()
+            .expect("run python3 to parse the Maildir");
+        assert!(
+            out.status.success(),
+            "parsing the Maildir failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let parsed: Vec<Json> = serde_json::from_slice(&out.stdout).expect("Maildir JSON");
+        parsed.into_iter().map(Mail::from).collect()
+    }
+}
+
+/// Decodes headers (RFC 2047) and bodies (base64 / quoted-printable / charset) with the standard
+/// library's e-mail parser and prints one JSON object per message file.
+const PARSE_MAILDIR: &str = r#"
+import email, json, os, sys
+from email import policy
+root = sys.argv[1]
+out = []
+for sub in ("new", "cur"):
+    d = os.path.join(root, sub)
+    if not os.path.isdir(d):
+        continue
+    for name in sorted(os.listdir(d)):
+        with open(os.path.join(d, name), "rb") as f:
+            m = email.message_from_binary_file(f, policy=policy.default)
+        parts = []
+        for p in m.walk():
+            if p.is_multipart():
+                continue
+            parts.append({"type": p.get_content_type(), "body": p.get_content()})
+        out.append({
+            "file": name,
+            "to": str(m.get("To", "")),
+            "rcpt": str(m.get("X-RcptTo", "")),
+            "from": str(m.get("From", "")),
+            "subject": str(m.get("Subject", "")),
+            "message_id": str(m.get("Message-ID", "")),
+            "content_type": m.get_content_type(),
+            "parts": parts,
+        })
+print(json.dumps(out))
+"#;
+
+#[derive(Debug, Clone)]
+struct Mail {
+    file: String,
+    to: String,
+    rcpt: String,
+    from: String,
+    subject: String,
+    message_id: String,
+    content_type: String,
+    parts: Vec<(String, String)>,
+}
+
+impl From<Json> for Mail {
+    fn from(v: Json) -> Self {
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Mail {
+            file: s("file"),
+            to: s("to"),
+            rcpt: s("rcpt"),
+            from: s("from"),
+            subject: s("subject"),
+            message_id: s("message_id"),
+            content_type: s("content_type"),
+            parts: v["parts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            (
+                                p["type"].as_str().unwrap_or_default().to_owned(),
+                                p["body"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Mail {
+    /// The outbox id in the Message-ID `<ID.dedupe-key@ticketmax>`.
+    fn outbox_id(&self) -> Option<i64> {
+        self.message_id
+            .trim()
+            .trim_start_matches('<')
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    fn part(&self, content_type: &str) -> &str {
+        let found: Vec<_> = self
+            .parts
+            .iter()
+            .filter(|(t, _)| t == content_type)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "message {} ({}) must have exactly one {content_type} part; parts: {:?}",
+            self.file,
+            self.subject,
+            self.parts.iter().map(|(t, _)| t).collect::<Vec<_>>()
+        );
+        &found[0].1
+    }
+
+    fn text(&self) -> &str {
+        self.part("text/plain")
+    }
+
+    fn html(&self) -> &str {
+        self.part("text/html")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A per-test scratch dir inside the app's log dir.
+fn scratch(app: &TestApp, name: &str) -> PathBuf {
+    let dir = app.log_dir.join(name);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+#[derive(Debug, Clone)]
+struct OutboxRow {
+    id: i64,
+    dedupe_key: String,
+    kind: String,
+    recipient: String,
+    subject: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+async fn outbox(app: &TestApp) -> Vec<OutboxRow> {
+    app.ticketing_rows(
+        "SELECT id, dedupe_key, kind, recipient, subject, status, attempts, last_error \
+         FROM email_outbox ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| OutboxRow {
+        id: r["id"].as_i64().expect("id"),
+        dedupe_key: r["dedupe_key"].as_str().unwrap_or_default().to_owned(),
+        kind: r["kind"].as_str().unwrap_or_default().to_owned(),
+        recipient: r["recipient"].as_str().unwrap_or_default().to_owned(),
+        subject: r["subject"].as_str().unwrap_or_default().to_owned(),
+        status: r["status"].as_str().unwrap_or_default().to_owned(),
+        attempts: r["attempts"].as_i64().unwrap_or_default(),
+        last_error: r["last_error"].as_str().map(str::to_owned),
+    })
+    .collect()
+}
+
+async fn run_ok(app: &TestApp, job: &str) -> Run {
+    let run = app.trigger(job).await;
+    let run = app.wait_for_run(&run.id, terminal, secs(90)).await;
+    assert_eq!(
+        run.state(),
+        RunState::Succeeded,
+        "{job} did not succeed: {run:#?}"
+    );
+    run
+}
+
+/// Waits until every outbox row is `sent` and the server holds as many files.
+async fn wait_all_delivered(app: &TestApp, smtp: &SmtpServer, timeout: Duration) -> Vec<OutboxRow> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows = outbox(app).await;
+        let sent = rows.iter().filter(|r| r.status == "sent").count();
+        if sent == rows.len() && smtp.count() >= rows.len() {
+            return rows;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "after {timeout:?}: {sent}/{} outbox rows sent, {} files in the Maildir; \
+                 not sent: {:#?}\n{}",
+                rows.len(),
+                smtp.count(),
+                rows.iter().filter(|r| r.status != "sent").collect::<Vec<_>>(),
+                app.logs_tail(30)
+            );
+        }
+        tokio::time::sleep(millis(200)).await;
+    }
+}
+
+/// Each outbox row's message, asserting that each arrived exactly once and nothing else did.
+fn by_outbox_row<'a>(rows: &[OutboxRow], mails: &'a [Mail]) -> HashMap<String, &'a Mail> {
+    let mut per_id: BTreeMap<i64, Vec<&Mail>> = BTreeMap::new();
+    for m in mails {
+        let id = m
+            .outbox_id()
+            .unwrap_or_else(|| panic!("message without an outbox Message-ID: {m:?}"));
+        per_id.entry(id).or_default().push(m);
+    }
+    let dups: Vec<_> = per_id
+        .iter()
+        .filter(|(_, ms)| ms.len() > 1)
+        .map(|(id, ms)| (id, ms.iter().map(|m| &m.file).collect::<Vec<_>>()))
+        .collect();
+    assert!(dups.is_empty(), "messages delivered more than once: {dups:?}");
+    let unknown: Vec<_> = per_id
+        .keys()
+        .filter(|id| !rows.iter().any(|r| r.id == **id))
+        .collect();
+    assert!(unknown.is_empty(), "messages for no outbox row: {unknown:?}");
+    let mut out = HashMap::new();
+    for r in rows {
+        let m = per_id
+            .get(&r.id)
+            .and_then(|v| v.first())
+            .unwrap_or_else(|| panic!("no message for outbox row {r:?}"));
+        out.insert(r.dedupe_key.clone(), *m);
+    }
+    out
+}
+
+/// The envelope and structure every message must have.
+fn assert_well_formed(row: &OutboxRow, m: &Mail) {
+    assert_eq!(m.to, row.recipient, "To of {}", row.dedupe_key);
+    assert!(
+        m.rcpt.contains(&row.recipient),
+        "envelope recipient of {} is {:?}",
+        row.dedupe_key,
+        m.rcpt
+    );
+    assert_eq!(m.subject, row.subject, "Subject of {}", row.dedupe_key);
+    assert!(
+        m.from.contains("noreply@ticketmax.local"),
+        "From of {}: {}",
+        row.dedupe_key,
+        m.from
+    );
+    assert_eq!(
+        m.content_type, "multipart/alternative",
+        "{} must be multipart/alternative",
+        row.dedupe_key
+    );
+    assert_eq!(m.parts.len(), 2, "{}: parts {:?}", row.dedupe_key, m.parts);
+    assert!(!m.text().trim().is_empty(), "{}: empty text part", row.dedupe_key);
+    let html = m.html();
+    assert!(
+        html.contains("<html") && html.contains("</html>"),
+        "{}: html part is not HTML: {html}",
+        row.dedupe_key
+    );
+    // No user-supplied markup survives into the HTML.
+    assert!(
+        !html.contains("<script"),
+        "{}: raw <script> in the HTML part: {html}",
+        row.dedupe_key
+    );
+}
+
+fn assert_contains(what: &str, haystack: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            haystack.contains(n),
+            "{what} lacks {n:?}; it is:\n{haystack}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every kind
+// ---------------------------------------------------------------------------------------------
+
+/// UTC midnight of today, as a Postgres expression.
+const TODAY: &str = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
+
+fn every_kind_dataset() -> String {
+    let t = TODAY;
+    format!(
+        "INSERT INTO users (id, email, first_name, last_name, role, email_verified, date_of_birth, \
+            newsletter_subscribed, promotional_emails, reengagement_sent) VALUES \
+           (1, 'ada@example.test', 'Ada', 'A', 'customer', true, NULL, false, false, true), \
+           (2, 'bola@example.test', 'Bola', 'B', 'customer', true, NULL, false, false, true), \
+           (3, 'chi@example.test', 'Chi', 'C', 'customer', true, NULL, false, false, true), \
+           (4, 'dayo@example.test', 'Dayo', 'D', 'customer', true, NULL, false, false, true), \
+           (5, 'efe@example.test', 'Efe', 'E', 'customer', true, NULL, false, false, true), \
+           (6, 'femi@example.test', 'Femi', 'F', 'customer', true, NULL, false, false, true), \
+           (7, 'gozie@example.test', 'Gozie', 'G', 'customer', true, NULL, false, false, true), \
+           (8, 'hauwa@example.test', 'Hauwa', 'H', 'customer', true, NULL, false, false, true), \
+           (9, 'ike@example.test', 'Ike', 'I', 'customer', true, NULL, false, false, true), \
+           (10, 'jide@example.test', 'Jide', 'J', 'customer', true, NULL, false, false, true), \
+           (11, 'kemi@example.test', 'Kemi', 'K', 'customer', true, NULL, true, false, true), \
+           (12, 'lola@example.test', 'Lola', 'L', 'customer', true, NULL, false, true, true), \
+           (13, 'musa@example.test', 'Musa', 'M', 'customer', true, \
+               make_date(1992, extract(month FROM now() AT TIME ZONE 'UTC')::int, \
+                         extract(day FROM now() AT TIME ZONE 'UTC')::int), false, false, true), \
+           (14, 'ngozi@example.test', 'Ngozi', 'N', 'customer', true, NULL, false, false, false), \
+           (15, 'olu@example.test', 'Olu', 'O', 'organizer', true, NULL, false, false, true); \
+         INSERT INTO events (id, organizer_id, title, venue, starts_at, ends_at, total_tickets, \
+            available_tickets, price, currency, status) VALUES \
+           (100, 15, $x${XSS_TITLE}$x$, 'Eko Hotel', now() + interval '10 days', NULL, 100, 90, 500000, 'NGN', 'upcoming'), \
+           (101, 15, 'Lagos Jazz Night', 'Terra Kulture', now() + interval '12 hours', NULL, 100, 10, 300000, 'NGN', 'upcoming'), \
+           (102, 15, 'Past Gala', 'Civic Centre', now() - interval '2 hours', NULL, 100, 10, 200000, 'NGN', 'live'), \
+           (103, 15, 'Tomorrow Fest', 'Freedom Park', {t} + interval '1 day 12 hours', NULL, 100, 10, 100000, 'NGN', 'upcoming'), \
+           (104, 15, 'Next Week Expo', 'Landmark Centre', {t} + interval '7 days 12 hours', NULL, 100, 10, 100000, 'NGN', 'upcoming'), \
+           (105, 15, 'Yesterday Concert', 'Muri Okunola Park', {t} - interval '14 hours', {t} - interval '10 hours', 100, 10, 100, 'USD', 'completed'), \
+           (106, 15, 'Promo Party', 'Quilox', now() + interval '3 days', NULL, 100, 95, 750000, 'NGN', 'upcoming'), \
+           (900, 15, 'Last Month Show', 'National Theatre', \
+               (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '10 days', \
+               NULL, 100, 10, 83333350, 'NGN', 'completed'); \
+         INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, currency, status, \
+            created_at, confirmed_at, cancelled_at, confirmation_email_sent, refund_requested, \
+            refund_requested_at) VALUES \
+           (1001, 1, 100, 2, 1234550, 'NGN', 'pending', now() - interval '11 minutes', NULL, NULL, false, false, NULL), \
+           (1002, 2, 100, 1, 4999, 'USD', 'pending', now() - interval '5 minutes', NULL, NULL, false, false, NULL), \
+           (1003, 3, 100, 1, 150000, 'GHS', 'pending', now() - interval '5 minutes', NULL, NULL, false, false, NULL), \
+           (1004, 4, 100, 1, 500000, 'NGN', 'confirmed', now() - interval '1 hour', now() - interval '1 hour', NULL, false, false, NULL), \
+           (1005, 5, 100, 2, 1000000, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 hour', false, true, now() - interval '1 hour'), \
+           (1006, 6, 101, 1, 333333, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 hour', false, true, now() - interval '1 hour'), \
+           (1007, 7, 102, 1, 200000, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 minute', false, true, now() - interval '1 minute'), \
+           (1008, 8, 103, 1, 100000, 'NGN', 'confirmed', now() - interval '2 days', now() - interval '2 days', NULL, true, false, NULL), \
+           (1009, 9, 104, 1, 100000, 'NGN', 'confirmed', now() - interval '2 days', now() - interval '2 days', NULL, true, false, NULL), \
+           (1010, 10, 105, 1, 100, 'USD', 'confirmed', now() - interval '5 days', now() - interval '5 days', NULL, true, false, NULL), \
+           (1011, 11, 100, 1, 500000, 'NGN', 'confirmed', now() - interval '3 days', now() - interval '3 days', NULL, true, false, NULL), \
+           (1012, 11, 900, 3, 250000050, 'NGN', 'confirmed', now() - interval '40 days', now() - interval '40 days', NULL, true, false, NULL); \
+         INSERT INTO payments (id, booking_id, user_id, amount, currency, status, created_at, paid_at) VALUES \
+           (2002, 1002, 2, 4999, 'USD', 'processing', now() - interval '11 minutes', NULL), \
+           (2003, 1003, 3, 150000, 'GHS', 'pending', now() - interval '16 minutes', NULL), \
+           (2005, 1005, 5, 1000000, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days'), \
+           (2006, 1006, 6, 333333, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days'), \
+           (2007, 1007, 7, 200000, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days');"
+    )
+}
+
+/// Every job that sends e-mail, in an order where no job takes another's rows.
+const MAILING_JOBS: &[&str] = &[
+    "payment-cleanup/handle-payment-timeouts",
+    "payment-cleanup/cleanup-abandoned-payments",
+    "booking-cleanup/cancel-expired-bookings",
+    "booking-cleanup/send-pending-booking-confirmations",
+    "booking-cleanup/process-refund-requests",
+    "event-management/send-event-reminders",
+    "event-management/send-early-bird-reminders",
+    "notifications/send-weekly-newsletter",
+    "notifications/send-promotional-notifications",
+    "notifications/send-birthday-wishes",
+    "notifications/send-event-follow-ups",
+    "notifications/send-re-engagement-emails",
+    "notifications/send-organizer-analytics",
+    "booking-cleanup/generate-daily-report",
+    "payment-cleanup/generate-payment-analytics",
+    "data-cleanup/generate-system-health-report",
+];
+
+#[tokio::test]
+async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
+    let port = free_port();
+    // SMTP_SECURITY is left at its default (auto): on a port other than 465/587 that is
+    // opportunistic STARTTLS, and aiosmtpd offers none, so the session stays plaintext.
+    let app = TestApp::builder()
+        .executor_env("SMTP_HOST", "127.0.0.1")
+        .executor_env("SMTP_PORT", &port.to_string())
+        .executor_env("FRONTEND_URL", &format!("{FRONTEND}/"))
+        .executor_env("ADMIN_EMAILS", &ADMINS.join(","))
+        // Makes the health report raise an alert (a second admin message kind).
+        .executor_env("TICKETMAX_MEMORY_ALERT_MB", "1")
+        .spawn()
+        .await;
+    let mut smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+    smtp.start().await;
+    app.silence_schedules(&[]).await;
+    app.wait_for_ticketing_table("email_outbox").await;
+    app.ticketing_exec(&every_kind_dataset()).await;
+
+    for job in MAILING_JOBS {
+        run_ok(&app, job).await;
+    }
+    let rows = wait_all_delivered(&app, &smtp, secs(90)).await;
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), rows.len(), "one message per outbox row");
+    let by_key = by_outbox_row(&rows, &mails);
+    for row in &rows {
+        assert_well_formed(row, by_key[&row.dedupe_key]);
+    }
+    let row = |key: &str| -> (&OutboxRow, &Mail) {
+        let r = rows.iter().find(|r| r.dedupe_key == key).unwrap_or_else(|| {
+            panic!(
+                "no e-mail with dedupe key {key}; queued: {:?}",
+                rows.iter().map(|r| &r.dedupe_key).collect::<Vec<_>>()
+            )
+        });
+        (r, by_key[key])
+    };
+    // (dedupe key, recipient, subject, text must contain, html must contain)
+    let today = chrono::Utc::now().date_naive();
+    let year = today.format("%Y").to_string();
+    let last_month = {
+        use chrono::Datelike;
+        let first = today.with_day(1).expect("first of month");
+        (first - chrono::Duration::days(1)).format("%Y-%m").to_string()
+    };
+    let birthday_code = format!("BDAY{year}-13");
+    let birthday_key = format!("birthday:13:{year}");
+    let organizer_key = format!("organizer-analytics:15:{last_month}");
+    let organizer_subject = format!("Your TicketMax results for {last_month}");
+    let week = {
+        use chrono::Datelike;
+        let w = today.iso_week();
+        format!("{}-W{:02}", w.year(), w.week())
+    };
+    let newsletter_key = rows
+        .iter()
+        .find(|r| r.kind == "newsletter")
+        .map(|r| r.dedupe_key.clone())
+        .expect("a newsletter was queued");
+    assert!(
+        newsletter_key.starts_with("newsletter:11:"),
+        "newsletter key {newsletter_key} (week {week})"
+    );
+    let unsubscribe = format!("{FRONTEND}/unsubscribe?user=11");
+    let feedback = format!("{FRONTEND}/events/105/feedback?booking=1010");
+    let cancelled_subject = format!("Your booking for {XSS_TITLE} was cancelled");
+    let confirmed_subject = format!("Booking confirmed: {XSS_TITLE}");
+    let expected: Vec<(&str, &str, &str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "booking-cancelled:1001",
+            "ada@example.test",
+            &cancelled_subject,
+            vec!["Hi Ada", XSS_TITLE, "₦12,345.50", "not paid in time", "Tickets: 2"],
+            vec![XSS_TITLE_ESCAPED, "₦12,345.50", "Eko Hotel"],
+        ),
+        (
+            "payment-failed:2002",
+            "bola@example.test",
+            "Payment failed",
+            vec!["Hi Bola", "$49.99", "Payment gateway timeout", "#2002"],
+            vec!["$49.99", "Payment gateway timeout", XSS_TITLE_ESCAPED],
+        ),
+        (
+            "payment-abandoned:2003",
+            "chi@example.test",
+            "Your payment was not completed",
+            vec!["Hi Chi", "GH₵1,500.00", "#2003"],
+            vec!["GH₵1,500.00"],
+        ),
+        (
+            "booking-confirmation:1004",
+            "dayo@example.test",
+            &confirmed_subject,
+            vec!["is confirmed", "₦5,000.00", "/bookings/1004"],
+            vec![XSS_TITLE_ESCAPED, "₦5,000.00", "tickets.example.test/bookings/1004"],
+        ),
+        (
+            "refund:1005",
+            "efe@example.test",
+            "Your refund has been approved",
+            vec!["approved", "₦10,000.00 will be returned"],
+            vec!["₦10,000.00", XSS_TITLE_ESCAPED],
+        ),
+        (
+            "refund:1006",
+            "femi@example.test",
+            "Your refund has been approved",
+            // 50 % of 333,333 kobo, rounded down.
+            vec!["₦1,666.66 will be returned", "Lagos Jazz Night", "₦3,333.33"],
+            vec!["₦1,666.66"],
+        ),
+        (
+            "refund:1007",
+            "gozie@example.test",
+            "About your refund request",
+            vec!["declined", "Refunds are not available once the event has started"],
+            vec!["declined", "Past Gala"],
+        ),
+        (
+            "event-reminder:1008",
+            "hauwa@example.test",
+            "Reminder: Tomorrow Fest is tomorrow",
+            vec!["Tomorrow Fest is tomorrow", "Freedom Park"],
+            vec!["Tomorrow Fest is tomorrow"],
+        ),
+        (
+            "early-bird-reminder:1009",
+            "ike@example.test",
+            "Reminder: Next Week Expo is in one week",
+            vec!["Next Week Expo is in one week", "Landmark Centre"],
+            vec!["Next Week Expo is in one week"],
+        ),
+        (
+            &newsletter_key,
+            "kemi@example.test",
+            "This week on TicketMax",
+            vec![&unsubscribe, "Promo Party", XSS_TITLE, "₦7,500.00"],
+            vec![&unsubscribe, "Promo Party", XSS_TITLE_ESCAPED, "₦7,500.00"],
+        ),
+        (
+            "promotion:12:106",
+            "lola@example.test",
+            "Still available: Promo Party",
+            vec!["Promo Party", "₦7,500.00", "Tickets left: 95", "/events/106"],
+            vec!["Quilox", "₦7,500.00"],
+        ),
+        (
+            &birthday_key,
+            "musa@example.test",
+            "Happy birthday from TicketMax!",
+            vec!["Hi Musa", &birthday_code],
+            vec![&birthday_code],
+        ),
+        (
+            "event-follow-up:1010",
+            "jide@example.test",
+            "How was Yesterday Concert?",
+            vec!["Yesterday Concert", &feedback],
+            vec![&feedback],
+        ),
+        (
+            "re-engagement:14",
+            "ngozi@example.test",
+            "We miss you at TicketMax",
+            vec!["Hi Ngozi", "COMEBACK-14"],
+            vec!["COMEBACK-14"],
+        ),
+        (
+            &organizer_key,
+            "olu@example.test",
+            &organizer_subject,
+            vec!["Hi Olu", "₦2,500,000.50", "Tickets sold: 3"],
+            vec!["₦2,500,000.50"],
+        ),
+    ];
+    for (key, to, subject, text, html) in &expected {
+        let (r, m) = row(key);
+        assert_eq!(&r.recipient, to, "recipient of {key}");
+        assert_eq!(m.to, *to, "To of {key}");
+        assert_eq!(m.subject, *subject, "Subject of {key}");
+        assert_contains(&format!("text part of {key}"), m.text(), text);
+        assert_contains(&format!("html part of {key}"), m.html(), html);
+    }
+    // User text is escaped once, not twice.
+    let (_, cancelled) = row("booking-cancelled:1001");
+    assert!(
+        !cancelled.html().contains("&amp;lt;"),
+        "double-escaped: {}",
+        cancelled.html()
+    );
+
+    // Admin reports (and the health alert): one message per admin per report.
+    for kind in ["daily-bookings", "payment-analytics", "organizer-analytics", "system-health"] {
+        for admin in ADMINS {
+            let found: Vec<_> = rows
+                .iter()
+                .filter(|r| {
+                    r.kind == "report"
+                        && r.recipient == admin
+                        && r.dedupe_key.starts_with(&format!("report:{kind}:"))
+                })
+                .collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "report {kind} to {admin}: {:?}",
+                rows.iter().filter(|r| r.kind == "report").map(|r| &r.dedupe_key).collect::<Vec<_>>()
+            );
+            let m = by_key[&found[0].dedupe_key];
+            assert!(m.subject.starts_with(&format!("TicketMax report: {kind} ")), "{}", m.subject);
+            assert_contains(&format!("report {kind}"), m.text(), &["Hello,", &format!("Report {kind} for")]);
+        }
+    }
+    for admin in ADMINS {
+        let alert = rows
+            .iter()
+            .find(|r| r.kind == "alert" && r.recipient == admin)
+            .unwrap_or_else(|| panic!("no system health alert to {admin}"));
+        let m = by_key[&alert.dedupe_key];
+        assert_eq!(m.subject, "TicketMax alert: system health");
+        assert_contains("health alert", m.text(), &["system health", "memory"]);
+    }
+    assert_eq!(
+        rows.iter()
+            .filter(|r| !["report", "alert"].contains(&r.kind.as_str()))
+            .count(),
+        expected.len(),
+        "exactly the expected customer e-mails: {:?}",
+        rows.iter().map(|r| &r.dedupe_key).collect::<Vec<_>>()
+    );
+
+    // Second run of every job: nothing new is queued and nothing new arrives.
+    let before = smtp.count();
+    for job in MAILING_JOBS {
+        let run = run_ok(&app, job).await;
+        if let Some(n) = summary_count(&run, "emails_queued") {
+            assert_eq!(n, 0, "{job} queued e-mails on its second run: {}", summary(&run));
+        }
+    }
+    // Longer than the sender's idle poll (2 s), so anything queued would have gone out.
+    tokio::time::sleep(secs(5)).await;
+    let again = outbox(&app).await;
+    assert_eq!(
+        again.len(),
+        rows.len(),
+        "second runs queued: {:?}",
+        again.iter().skip(rows.len()).map(|r| &r.dedupe_key).collect::<Vec<_>>()
+    );
+    assert_eq!(smtp.count(), before, "second runs sent e-mail");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash and outage
+// ---------------------------------------------------------------------------------------------
+
+const CONFIRMATIONS: &str = "booking-cleanup/send-pending-booking-confirmations";
+const N: usize = 6;
+
+/// `N` confirmed bookings whose confirmation e-mail is not sent yet.
+async fn confirmations_dataset(app: &TestApp) {
+    app.wait_for_ticketing_table("email_outbox").await;
+    let users: Vec<String> = (1..=N)
+        .map(|i| format!("({i}, 'user{i}@example.test', 'User{i}', true)"))
+        .collect();
+    let bookings: Vec<String> = (1..=N)
+        .map(|i| format!("({i}, {i}, 1, 1, 250000, 'NGN', 'confirmed', now(), false)"))
+        .collect();
+    app.ticketing_exec(&format!(
+        "INSERT INTO users (id, email, first_name, email_verified) VALUES {}; \
+         INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, price) VALUES \
+           (1, 'Crash Test Live', now() + interval '5 days', 100, {}, 250000); \
+         INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, currency, status, \
+            confirmed_at, confirmation_email_sent) VALUES {};",
+        users.join(", "),
+        100 - N,
+        bookings.join(", ")
+    ))
+    .await;
+}
+
+/// Asserts the Maildir holds exactly one message per outbox row (`N` of them), to the right user.
+fn assert_each_once(rows: &[OutboxRow], smtp: &SmtpServer) {
+    assert_eq!(rows.len(), N, "outbox rows: {rows:#?}");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), N, "messages: {:?}", mails.iter().map(|m| (&m.to, &m.message_id)).collect::<Vec<_>>());
+    let by_key = by_outbox_row(rows, &mails);
+    for r in rows {
+        assert_well_formed(r, by_key[&r.dedupe_key]);
+        assert_contains(&r.dedupe_key, by_key[&r.dedupe_key].text(), &["₦2,500.00", "is confirmed"]);
+    }
+}
+
+/// A TCP server that accepts connections and never says a word: an SMTP session to it hangs
+/// (the client waits for the 220 greeting), which pins the sender between claim and send.
+struct BlackHole {
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    async fn start(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the black hole");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        BlackHole { accepted, task }
+    }
+
+    /// Closes the listener and every held connection.
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn sigkill_between_outbox_write_and_send_delivers_each_message_once() {
+    let port = free_port();
+    let black_hole = BlackHole::start(port).await;
+    let mut app = TestApp::builder()
+        .executor_env("SMTP_HOST", "127.0.0.1")
+        .executor_env("SMTP_PORT", &port.to_string())
+        .executor_env("SMTP_SECURITY", "none")
+        // A crashed sender's lease runs out quickly, so the restarted one retries within seconds.
+        .executor_env("TICKETMAX_MAIL_LEASE_SECONDS", "5")
+        .spawn()
+        .await;
+    app.silence_schedules(&[]).await;
+    confirmations_dataset(&app).await;
+
+    let run = run_ok(&app, CONFIRMATIONS).await;
+    assert_eq!(summary_count(&run, "emails_queued"), Some(N as i64), "{}", summary(&run));
+    // The sender has leased every e-mail and its SMTP sessions hang on the greeting.
+    eventually("every e-mail leased and an SMTP session open", secs(30), || {
+        let accepted = black_hole.accepted.load(Ordering::SeqCst);
+        let app = &app;
+        async move {
+            let rows = outbox(app).await;
+            (accepted > 0 && rows.len() == N && rows.iter().all(|r| r.attempts >= 1)).then_some(())
+        }
+    })
+    .await;
+    app.executor().kill().await;
+    let rows = outbox(&app).await;
+    assert!(
+        rows.iter().all(|r| r.status == "pending"),
+        "before the restart every e-mail is still pending: {rows:#?}"
+    );
+    black_hole.stop().await;
+
+    let mut smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+    smtp.start().await;
+    app.executor().start().await;
+    let rows = wait_all_delivered(&app, &smtp, secs(60)).await;
+    assert_each_once(&rows, &smtp);
+    // Nothing arrives late: wait past another lease and a poll.
+    tokio::time::sleep(secs(8)).await;
+    assert_eq!(smtp.count(), N, "a message arrived twice after the restart");
+    let rows = outbox(&app).await;
+    assert!(
+        rows.iter().all(|r| r.status == "sent" && r.attempts == 2),
+        "each e-mail sent on its second attempt: {rows:#?}"
+    );
+}
+
+#[tokio::test]
+async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
+    // Nobody listens on the port yet: connections are refused.
+    let port = free_port();
+    let app = TestApp::builder()
+        .executor_env("SMTP_HOST", "127.0.0.1")
+        .executor_env("SMTP_PORT", &port.to_string())
+        .executor_env("SMTP_SECURITY", "none")
+        .spawn()
+        .await;
+    app.silence_schedules(&[]).await;
+    confirmations_dataset(&app).await;
+    let run = run_ok(&app, CONFIRMATIONS).await;
+    assert_eq!(summary_count(&run, "emails_queued"), Some(N as i64), "{}", summary(&run));
+
+    // Every e-mail is tried, fails transiently and stays pending with its error recorded.
+    eventually("every e-mail tried once against the dead server", secs(30), || {
+        let app = &app;
+        async move {
+            let rows = outbox(app).await;
+            (rows.len() == N && rows.iter().all(|r| r.attempts >= 1 && r.last_error.is_some()))
+                .then_some(rows)
+        }
+    })
+    .await;
+    // Down "for a while".
+    tokio::time::sleep(secs(3)).await;
+    let rows = outbox(&app).await;
+    assert!(
+        rows.iter().all(|r| r.status == "pending" && r.attempts == 1),
+        "during the outage e-mails stay pending (one attempt, backing off): {rows:#?}"
+    );
+
+    let mut smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+    smtp.start().await;
+    assert_eq!(smtp.count(), 0);
+    // The first retry is due 30 s after the failed attempt.
+    let rows = wait_all_delivered(&app, &smtp, secs(75)).await;
+    assert_each_once(&rows, &smtp);
+    assert!(
+        rows.iter().all(|r| r.last_error.is_none() && r.attempts == 2),
+        "delivered on the retry, error cleared: {rows:#?}"
+    );
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(smtp.count(), N, "a message arrived twice");
+}
