@@ -157,9 +157,19 @@ impl Error {
         self.code() == Some(Code::NotFound)
     }
 
-    /// The control plane could not be reached; retrying later may help.
+    /// The control plane could not be reached, or the connection failed during the call
+    /// (tonic reports some of those as `UNKNOWN` or `INTERNAL` with a transport or HTTP/2 error
+    /// inside, e.g. plaintext to a TLS port); retrying later may help.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self.code(), Some(Code::Unavailable))
+        match self {
+            Error::Connect { .. } => true,
+            Error::Rpc { status, .. } => {
+                status.code() == Code::Unavailable
+                    || (matches!(status.code(), Code::Unknown | Code::Internal)
+                        && is_transport_failure(status))
+            }
+            _ => false,
+        }
     }
 
     fn rpc(method: &'static str) -> impl Fn(Status) -> Error + Copy + Send + Sync + 'static {
@@ -200,12 +210,31 @@ fn status_message(status: &Status) -> String {
     // Transport failures put the useful part ("Connection refused") in the source chain.
     if let Some(source) = std::error::Error::source(status) {
         let detail = chain(source);
-        if !detail.is_empty() && !out.contains(&detail) {
+        if detail.starts_with(&out) {
+            out = detail;
+        } else if !detail.is_empty() && !out.contains(&detail) {
             out.push_str(": ");
             out.push_str(&detail);
         }
     }
     out
+}
+
+/// Whether a status came from the transport (connection refused or broken) rather than from
+/// the server.
+fn is_transport_failure(status: &Status) -> bool {
+    // tonic turns HTTP/2 connection errors into INTERNAL "h2 protocol error: ...".
+    if status.message().starts_with("h2 protocol error") {
+        return true;
+    }
+    let mut cur = std::error::Error::source(status);
+    while let Some(err) = cur {
+        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// An error and its sources on one line: "transport error: tcp connect error: refused".
@@ -962,5 +991,26 @@ mod tests {
         };
         assert_eq!(err.to_string(), "GetJob: no job named 'x' (NOT_FOUND)");
         assert!(err.is_not_found());
+        assert!(!err.is_unavailable());
+    }
+
+    #[test]
+    fn connection_failures_inside_a_call_count_as_unavailable() {
+        let rpc = |status| Error::Rpc {
+            method: "GetStatus",
+            status,
+        };
+        assert!(rpc(Status::unavailable("connection refused")).is_unavailable());
+        assert!(
+            rpc(Status::internal(
+                "h2 protocol error: frame with invalid size"
+            ))
+            .is_unavailable()
+        );
+        assert!(!rpc(Status::internal("database exploded")).is_unavailable());
+        assert!(!rpc(Status::unknown("handler failed")).is_unavailable());
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let status = Status::from_error(Box::new(io));
+        assert!(rpc(status).is_unavailable());
     }
 }

@@ -3,7 +3,7 @@
 //! The binary is `<target>/debug/ticketmaxctl` (`cargo build --workspace --bins` builds it;
 //! `./scripts/test.sh` does so before the tests).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value as Json;
@@ -727,43 +727,7 @@ async fn hash_token(token: &str) -> String {
 }
 
 async fn spawn_secured_control_plane(name: &str) -> SecuredControlPlane {
-    let dir = std::env::temp_dir().join(format!("tm-auth-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let tokens = format!(
-        "dashboard:viewer:{},ops:operator:{}",
-        hash_token(VIEWER_TOKEN).await,
-        hash_token(OPERATOR_TOKEN).await
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.join("cp.log")).unwrap();
-    let mut cmd = tokio::process::Command::new(binary(CONTROL_PLANE_BIN));
-    for var in [
-        "DATABASE_URL",
-        "TICKETMAX_EXECUTOR_TOKEN",
-        "TICKETMAX_TLS_CERT",
-        "TICKETMAX_TLS_KEY",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "LOG_FORMAT",
-    ] {
-        cmd.env_remove(var);
-    }
-    let child = cmd
-        .env("TICKETMAX_DATA_DIR", dir.join("data"))
-        .env("TICKETMAX_GRPC_ADDR", &addr)
-        .env("TICKETMAX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("TICKETMAX_API_TOKENS", tokens)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ticketmax-control-plane");
-    let cp = SecuredControlPlane {
-        _child: child,
-        addr,
-        dir,
-    };
+    let cp = start_control_plane(name, true, false).await;
     // Ready when GetStatus answers (UNAUTHENTICATED without a token).
     let url = cp.url();
     eventually("the secured control plane to answer", secs(60), || {
@@ -779,6 +743,136 @@ async fn spawn_secured_control_plane(name: &str) -> SecuredControlPlane {
     })
     .await;
     cp
+}
+
+/// A CA (`ca.pem`) and a server certificate for localhost / 127.0.0.1 signed by it
+/// (`server.pem`, `server.key`), made with the openssl CLI in `dir`.
+fn make_pki(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl (needed to make test certificates): {e}")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=TicketMax test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// Starts a control plane on SQLite in a temp dir; with `tokens`, TICKETMAX_API_TOKENS holds
+/// the viewer and operator tokens; with `tls`, it serves TLS with a certificate from
+/// [`make_pki`] (CA in `<dir>/ca.pem`). Does not wait for it.
+async fn start_control_plane(name: &str, tokens: bool, tls: bool) -> SecuredControlPlane {
+    let dir = std::env::temp_dir().join(format!("tm-auth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.join("cp.log")).unwrap();
+    let mut cmd = tokio::process::Command::new(binary(CONTROL_PLANE_BIN));
+    for var in [
+        "DATABASE_URL",
+        "TICKETMAX_EXECUTOR_TOKEN",
+        "TICKETMAX_TLS_CERT",
+        "TICKETMAX_TLS_KEY",
+        "TICKETMAX_TLS_CLIENT_CA",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    if tokens {
+        let tokens = format!(
+            "dashboard:viewer:{},ops:operator:{}",
+            hash_token(VIEWER_TOKEN).await,
+            hash_token(OPERATOR_TOKEN).await
+        );
+        cmd.env("TICKETMAX_API_TOKENS", tokens);
+    } else {
+        cmd.env_remove("TICKETMAX_API_TOKENS");
+    }
+    if tls {
+        make_pki(&dir);
+        cmd.env("TICKETMAX_TLS_CERT", dir.join("server.pem"))
+            .env("TICKETMAX_TLS_KEY", dir.join("server.key"));
+    }
+    let child = cmd
+        .env("TICKETMAX_DATA_DIR", dir.join("data"))
+        .env("TICKETMAX_GRPC_ADDR", &addr)
+        .env("TICKETMAX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ticketmax-control-plane");
+    SecuredControlPlane {
+        _child: child,
+        addr,
+        dir,
+    }
 }
 
 #[tokio::test]
@@ -833,4 +927,51 @@ async fn bearer_tokens_and_roles_map_to_exit_code_6() {
     assert_eq!(out.code, 0, "{out:?}");
     let job = ctl_with_token(url, &["-o", "json", "job", NEWSLETTER], Some(VIEWER_TOKEN)).await;
     assert_eq!(job.json()["enabled"], false);
+}
+
+#[tokio::test]
+async fn tls_with_a_ca_file() {
+    let cp = start_control_plane("cli-tls", false, true).await;
+    let ca = cp.dir.join("ca.pem").to_string_lossy().into_owned();
+    let https = format!("https://localhost:{}", cp.addr.rsplit(':').next().unwrap());
+    let url = Some(https.as_str());
+
+    // Ready when it answers over TLS.
+    let status = eventually("the TLS control plane to answer", secs(60), || {
+        let ca = ca.clone();
+        async move {
+            let out = ctl_at(url, &["--ca-file", &ca, "-o", "json", "status"]).await;
+            (out.code == 0).then_some(out)
+        }
+    })
+    .await;
+    assert_eq!(
+        status.json()["jobs"].as_array().map(Vec::len),
+        Some(32),
+        "{status:?}"
+    );
+
+    // The CA from the environment works too; so does the IP address in the certificate.
+    let ip_url = format!("https://{}", cp.addr);
+    let mut cmd = tokio::process::Command::new(ctl_bin());
+    let out = cmd
+        .args(["--url", &ip_url, "-o", "json", "trigger", CANCEL_EXPIRED])
+        .env("TICKETMAX_CA_FILE", &ca)
+        .env_remove("TICKETMAX_TOKEN")
+        .env_remove("TICKETMAX_OUTPUT")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["job"], CANCEL_EXPIRED, "{run:#}");
+
+    // Without the CA (web PKI roots) or in plaintext: unreachable, exit 5, one line.
+    let out = ctl_at(url, &["status"]).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    out.assert_one_error_line();
+    let plain = format!("http://{}", cp.addr);
+    let out = ctl_at(Some(&plain), &["--connect-timeout", "3", "status"]).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    out.assert_one_error_line();
 }

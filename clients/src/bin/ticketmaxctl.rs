@@ -360,6 +360,7 @@ impl Failure {
                 | Error::InvalidInput(_) => 2,
                 Error::Connect { .. } => 5,
                 Error::Timeout { .. } => 1,
+                _ if e.is_unavailable() => 5,
                 _ => match e.code() {
                     Some(Code::NotFound) => 3,
                     Some(Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange) => 4,
