@@ -169,6 +169,20 @@ impl Dispatcher {
                 continue;
             };
             let Some(exec) = pick_executor(&live, &load, &r.job) else {
+                // Retrying cannot help a job no executor has: fail it now, clearly.
+                let ids: Vec<&str> = live.iter().map(|e| e.id.as_str()).collect();
+                let error = format!(
+                    "no live executor offers job '{}' (live executors: {})",
+                    r.job,
+                    ids.join(", ")
+                );
+                let outcome = Outcome {
+                    state: state::FAILED,
+                    summary: None,
+                    error: Some(error),
+                    reason: None,
+                };
+                finish(&self.app, &r, &[state::QUEUED], outcome).await;
                 continue;
             };
             let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(3600));
@@ -215,23 +229,14 @@ pub fn executor_jobs(e: &executor::Model) -> Vec<String> {
     serde_json::from_str(&e.jobs).unwrap_or_default()
 }
 
-/// The least loaded live executor that can run the job; if none advertises it, any live one,
-/// which then fails the run with a clear error instead of leaving it queued forever.
+/// The least loaded live executor that offers the job.
 fn pick_executor<'a>(
     live: &'a [executor::Model],
     load: &HashMap<&str, i64>,
     job: &str,
 ) -> Option<&'a executor::Model> {
-    let able: Vec<&executor::Model> = live
-        .iter()
+    live.iter()
         .filter(|e| executor_jobs(e).iter().any(|j| j == job))
-        .collect();
-    let pool: Vec<&executor::Model> = if able.is_empty() {
-        live.iter().collect()
-    } else {
-        able
-    };
-    pool.into_iter()
         .min_by_key(|e| (load.get(e.id.as_str()).copied().unwrap_or(0), e.id.clone()))
 }
 
