@@ -113,6 +113,19 @@ async fn soak(args: Args) -> ExitCode {
         .spawn()
         .await;
     println!("{} up; logs in {}", stamp(t0), app.log_dir.display());
+    let max_conn: String = app.control_scalar("SHOW max_connections").await;
+    let in_use: i64 = app
+        .control_scalar("SELECT count(*) FROM pg_stat_activity")
+        .await;
+    println!("{} Postgres max_connections {max_conn}, {in_use} in use", stamp(t0));
+    if max_conn.parse::<i64>().unwrap_or(0) < 200 {
+        println!(
+            "{} WARNING: 3 replicas and 3 executors (and their restarts) need well over 100 \
+             connections; a restarted process may fail to connect. scripts/soak.sh without \
+             TICKETMAX_TEST_DATABASE_URL starts a cluster with max_connections=400.",
+            stamp(t0)
+        );
+    }
 
     let jobs: Vec<String> = app.list_jobs().await.into_iter().map(|j| j.name).collect();
     for job in &jobs {
