@@ -1263,3 +1263,411 @@ async fn expiry_races_concurrent_confirmations_on_postgres() {
         t.assert_inventory().await;
     }
 }
+
+#[tokio::test]
+async fn event_statuses_at_start_and_end() {
+    let now = at(NOW);
+    for t in databases().await {
+        let m = Duration::minutes;
+        // (id, status, starts_at, ends_at, expected)
+        let cases: [(i64, &str, Duration, Option<Duration>, &str); 9] = [
+            (1, "upcoming", m(1), None, "upcoming"),
+            (2, "upcoming", m(-1), None, "live"),
+            (3, "upcoming", m(-5 * 60), None, "completed"),
+            (4, "live", m(-4 * 60 + 1), None, "live"),
+            (5, "live", m(-4 * 60 - 1), None, "completed"),
+            (6, "live", m(-10 * 60), Some(m(-1)), "completed"),
+            (7, "live", m(-10 * 60), Some(m(1)), "live"),
+            (8, "cancelled", m(-60), None, "cancelled"),
+            (9, "upcoming", m(-60), Some(m(-1)), "completed"),
+        ];
+        for (id, st, start, end, _) in &cases {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, status, starts_at, ends_at) \
+                     VALUES ({id}, 'e{id}', '{st}', $1, $2)"
+                ),
+                vec![(now + *start).into(), end.map(|e| now + e).into()],
+            )
+            .await;
+        }
+        let out = run_twice(&t, "event-management/update-event-statuses", now, json!({})).await;
+        assert_eq!(count(&out, "live"), 1, "{}: {:?}", t.name, out.summary);
+        assert_eq!(count(&out, "completed"), 4, "{}: {:?}", t.name, out.summary);
+        for (id, _, _, _, expected) in &cases {
+            assert_eq!(
+                status(&t, "events", *id).await,
+                *expected,
+                "{}: event {id}",
+                t.name
+            );
+        }
+        assert_eq!(
+            t.int(
+                "SELECT COUNT(*) FROM events WHERE status = 'completed' AND completed_at IS NULL"
+            )
+            .await,
+            0,
+            "{}",
+            t.name
+        );
+        let again = run_tz(
+            &t,
+            "event-management/update-event-statuses",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("second run");
+        assert_eq!(
+            count(&again, "live") + count(&again, "completed"),
+            0,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn early_bird_reminders_seven_days_ahead_only() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec("INSERT INTO users (id, email, email_verified) VALUES (1, 'ada@example.com', TRUE)")
+            .await;
+        for (id, days) in [(1, 6), (2, 7), (3, 8), (4, 1)] {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+                     VALUES ({id}, 'e{id}', $1, 10, 9)"
+                ),
+                vec![(now + Duration::days(days)).into()],
+            )
+            .await;
+            t.exec(&format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, status) \
+                 VALUES ({id}, 1, {id}, 1, 'confirmed')"
+            ))
+            .await;
+        }
+        let out = run_twice(
+            &t,
+            "event-management/send-early-bird-reminders",
+            now,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "reminders_sent"),
+            1,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE early_reminder_sent AND NOT reminder_sent AND id = 2")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+        // The day-before reminder is a separate flag: event 4 still gets it.
+        let tomorrow = run_twice(&t, "event-management/send-event-reminders", now, json!({})).await;
+        assert_eq!(count(&tomorrow, "reminders_sent"), 1, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE reminder_sent AND id = 4")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn confirmations_only_for_confirmed_bookings_without_one() {
+    let now = at(NOW);
+    for t in databases().await {
+        base(&t, 20, 6).await;
+        booking(&t, 1, 1, "confirmed", now - Duration::hours(1)).await;
+        booking(&t, 2, 2, "confirmed", now - Duration::hours(1)).await;
+        booking(&t, 3, 3, "pending", now - Duration::minutes(1)).await;
+        booking(&t, 4, 4, "cancelled", now - Duration::hours(1)).await;
+        t.exec("UPDATE bookings SET confirmation_email_sent = TRUE WHERE id = 2")
+            .await;
+        let out = run_twice(
+            &t,
+            "booking-cleanup/send-pending-booking-confirmations",
+            now,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "confirmations_sent"),
+            1,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'booking-confirmation:1'")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE confirmation_email_sent")
+                .await,
+            2,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn expired_cache_entries_only() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec_with(
+            "INSERT INTO cache_entries (key, value, size_bytes, expires_at) VALUES \
+             ('a', 'x', 100, $1), ('b', 'x', 20, $2), ('c', 'x', 7, NULL), ('d', 'x', 3, $1)",
+            vec![
+                (now - Duration::seconds(1)).into(),
+                (now + Duration::seconds(1)).into(),
+            ],
+        )
+        .await;
+        let out = run_tz(
+            &t,
+            "data-cleanup/clean-cache",
+            now,
+            chrono_tz::UTC,
+            json!({"batch_size": 1}),
+        )
+        .await
+        .expect("run");
+        assert_eq!(count(&out, "deleted"), 2, "{}: {:?}", t.name, out.summary);
+        assert_eq!(count(&out, "bytes_freed"), 103, "{}", t.name);
+        assert_eq!(count(&out, "remaining"), 2, "{}", t.name);
+        let again = run_tz(
+            &t,
+            "data-cleanup/clean-cache",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("second run");
+        assert_eq!(count(&again, "deleted"), 0, "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn promotions_for_undersold_events_this_week() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, email_verified, promotional_emails) VALUES \
+             (1, 'fan@example.com', TRUE, TRUE), (2, 'booked@example.com', TRUE, TRUE), \
+             (3, 'optout@example.com', TRUE, FALSE)",
+        )
+        .await;
+        // 1: in 3 days, 29 % sold → promoted; 2: in 3 days, exactly 30 % sold → not;
+        // 3: in 8 days, 10 % sold → not; 4: started an hour ago → not.
+        for (id, start, sold) in [
+            (1, Duration::days(3), 29),
+            (2, Duration::days(3), 30),
+            (3, Duration::days(8), 10),
+            (4, Duration::hours(-1), 0),
+        ] {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+                     VALUES ({id}, 'e{id}', $1, 100, {})",
+                    100 - sold
+                ),
+                vec![(now + start).into()],
+            )
+            .await;
+            if sold > 0 {
+                t.exec(&format!(
+                    "INSERT INTO bookings (id, user_id, event_id, quantity, status) \
+                     VALUES ({id}, 2, {id}, {sold}, 'confirmed')"
+                ))
+                .await;
+            }
+        }
+        t.assert_inventory().await;
+        let out = run_twice(
+            &t,
+            "notifications/send-promotional-notifications",
+            now,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "emails_queued"),
+            1,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'promotion:1:1'")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn newsletter_to_recent_subscribed_verified_users() {
+    let now = at(NOW);
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, email_verified, newsletter_subscribed) VALUES \
+             (1, 'recent@example.com', TRUE, TRUE), (2, 'old@example.com', TRUE, TRUE), \
+             (3, 'unverified@example.com', FALSE, TRUE), (4, 'unsubscribed@example.com', TRUE, FALSE)",
+        )
+        .await;
+        for id in 1..=6 {
+            t.exec_with(
+                &format!("INSERT INTO events (id, title, starts_at) VALUES ({id}, 'e{id}', $1)"),
+                vec![(now + Duration::days(id)).into()],
+            )
+            .await;
+        }
+        t.exec_with(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, status, created_at) VALUES \
+             (1, 1, 1, 1, 'cancelled', $1), (2, 2, 1, 1, 'cancelled', $2), \
+             (3, 3, 1, 1, 'cancelled', $1), (4, 4, 1, 1, 'cancelled', $1)",
+            vec![
+                (now - Duration::days(10)).into(),
+                (now - Duration::days(31)).into(),
+            ],
+        )
+        .await;
+        let out = run_twice(&t, "notifications/send-weekly-newsletter", now, json!({})).await;
+        assert_eq!(
+            count(&out, "emails_queued"),
+            1,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        let payload = t
+            .text("SELECT payload FROM email_outbox WHERE kind = 'newsletter' AND recipient = 'recent@example.com'")
+            .await
+            .expect("newsletter");
+        let payload: Value = serde_json::from_str(&payload).expect("JSON");
+        let events = payload["events"].as_array().expect("events array");
+        assert_eq!(events.len(), 5, "{}: {payload}", t.name);
+        assert_eq!(events[0]["id"], 1, "{}: {payload}", t.name);
+        assert_eq!(
+            payload["unsubscribe_url"], "https://tickets.example/unsubscribe?user=1",
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn organizer_analytics_for_last_month_whatever_the_role() {
+    let now = at(NOW); // November: last month is October
+    for t in databases().await {
+        t.exec(
+            "INSERT INTO users (id, email, role) VALUES \
+             (1, 'org@example.com', 'customer'), (2, 'buyer@example.com', 'customer'), \
+             (3, 'idle-org@example.com', 'organizer')",
+        )
+        .await;
+        for (id, start) in [
+            (1, "2026-10-15T19:00:00Z"),
+            (2, "2026-10-31T23:30:00Z"),
+            (3, "2026-11-01T00:30:00Z"),
+        ] {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, organizer_id, title, starts_at, status, total_tickets, available_tickets) \
+                     VALUES ({id}, 1, 'e{id}', $1, 'completed', 100, 95)"
+                ),
+                vec![at(start).into()],
+            )
+            .await;
+        }
+        t.exec(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status) VALUES \
+             (1, 2, 1, 2, 2001, 'confirmed'), (2, 2, 1, 3, 3001, 'confirmed'), \
+             (3, 2, 2, 1, 999, 'cancelled'), (4, 2, 3, 5, 5000, 'confirmed')",
+        )
+        .await;
+        t.exec("UPDATE events SET available_tickets = 100 WHERE id = 2")
+            .await;
+        t.assert_inventory().await;
+        let out = run_twice(&t, "notifications/send-organizer-analytics", now, json!({})).await;
+        assert_eq!(
+            count(&out, "emails_queued"),
+            1,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        let body = &out.reports[0].body;
+        assert_eq!(out.reports[0].period, "2026-10", "{}", t.name);
+        let org = &body["organizers"][0];
+        assert_eq!(org["organizer_id"], 1, "{}: {body}", t.name);
+        assert_eq!(org["events"], 2, "{}: {body}", t.name);
+        assert_eq!(org["tickets_sold"], 5, "{}: {body}", t.name);
+        assert_eq!(org["revenue"]["NGN"], 5002, "{}: {body}", t.name);
+    }
+}
+
+/// A stale `processing` payment whose booking was paid by another payment fails, but the paid
+/// booking is neither cancelled nor released.
+#[tokio::test]
+async fn timeout_never_cancels_a_paid_booking() {
+    let now = at(NOW);
+    for t in databases().await {
+        base(&t, 10, 2).await;
+        booking(&t, 1, 2, "pending", now - Duration::minutes(30)).await;
+        t.exec_with(
+            "INSERT INTO payments (id, booking_id, user_id, amount, status, created_at) VALUES \
+             (1, 1, 1, 2000, 'processing', $1), (2, 1, 1, 2000, 'success', $2)",
+            vec![
+                (now - Duration::minutes(20)).into(),
+                (now - Duration::minutes(1)).into(),
+            ],
+        )
+        .await;
+        let out = run_twice(
+            &t,
+            "payment-cleanup/handle-payment-timeouts",
+            now,
+            json!({}),
+        )
+        .await;
+        assert_eq!(count(&out, "failed"), 1, "{}", t.name);
+        assert_eq!(count(&out, "bookings_cancelled"), 0, "{}", t.name);
+        assert_eq!(count(&out, "tickets_released"), 0, "{}", t.name);
+        assert_eq!(status(&t, "bookings", 1).await, "pending", "{}", t.name);
+        let expiry = run_twice(
+            &t,
+            "booking-cleanup/cancel-expired-bookings",
+            now,
+            json!({}),
+        )
+        .await;
+        assert_eq!(count(&expiry, "cancelled"), 0, "{}", t.name);
+        assert_eq!(
+            t.int("SELECT available_tickets FROM events WHERE id = 1")
+                .await,
+            8,
+            "{}",
+            t.name
+        );
+    }
+}
