@@ -143,6 +143,12 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 log "cargo build --workspace --bins"
 cargo build --workspace --bins
 
+# `-p PACKAGE` among the extra arguments narrows the run; --workspace would override it.
+scope=(--workspace)
+for arg in "$@"; do
+    case "$arg" in -p|-p?*|--package|--package=*) scope=() ;; esac
+done
+
 rc=0
 if cargo nextest --version >/dev/null 2>&1; then
     if [ $# -eq 0 ]; then
@@ -150,10 +156,10 @@ if cargo nextest --version >/dev/null 2>&1; then
         log "cargo test --workspace --doc"
         cargo test --workspace --doc || rc=$?
     fi
-    log "cargo nextest run --workspace --no-fail-fast $*"
-    cargo nextest run --workspace --no-fail-fast --config-file "$ROOT/tests/.config/nextest.toml" "$@" || rc=$?
+    log "cargo nextest run ${scope[*]} --no-fail-fast $*"
+    cargo nextest run "${scope[@]}" --no-fail-fast --config-file "$ROOT/tests/.config/nextest.toml" "$@" || rc=$?
 else
     log "cargo-nextest not found: falling back to cargo test"
-    RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --workspace --no-fail-fast "$@" || rc=$?
+    RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test "${scope[@]}" --no-fail-fast "$@" || rc=$?
 fi
 exit $rc

@@ -457,3 +457,51 @@ fn describe_events(events: &[RunEvent]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[tokio::test]
+async fn every_watch_stream_ends_with_the_terminal_state_event() {
+    let app = TestApp::spawn().await;
+    app.silence_schedules(&[]).await;
+    app.wait_for_ticketing_table("bookings").await;
+    app.ticketing_exec(
+        "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
+         INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
+           (10, 'Big Show', now() + interval '10 days', 100000, 100000, 'upcoming');",
+    )
+    .await;
+
+    // The stream ends when the run ends; the terminal StateChange must be in it, every time
+    // (a race between storing the outcome and storing its event would show up here).
+    let mut problems = Vec::new();
+    for i in 0..25 {
+        app.ticketing_exec(
+            "INSERT INTO bookings (user_id, event_id, quantity, total_amount, status, created_at) \
+               SELECT 1, 10, 1, 1000, 'pending', now() - interval '30 minutes' \
+               FROM generate_series(1, 20); \
+             UPDATE events SET available_tickets = available_tickets - 20 WHERE id = 10;",
+        )
+        .await;
+        let run = app.trigger(CANCEL_EXPIRED).await;
+        let live = app.watch(&run.id, 0, secs(60)).await;
+        let replay = app.watch(&run.id, 0, secs(60)).await;
+        let ends_terminal = live
+            .last()
+            .and_then(state_of)
+            .is_some_and(RunState::is_terminal);
+        if !ends_terminal || live != replay {
+            problems.push(format!(
+                "iteration {i}, run {}: live [{}] / replay [{}]",
+                run.id,
+                describe_events(&live),
+                describe_events(&replay)
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of 25 WatchRun streams did not end with the terminal state event (or differ from \
+         the replay):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
