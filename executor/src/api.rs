@@ -26,6 +26,44 @@ use crate::tasks::{
     TaskSettings,
 };
 
+/// Admits only callers presenting the shared executor token, when one is configured.
+#[derive(Clone)]
+pub struct RequireToken {
+    expected: Option<String>,
+}
+
+impl RequireToken {
+    pub fn new(token: Option<String>) -> Self {
+        RequireToken {
+            expected: token.map(|t| format!("Bearer {t}")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for RequireToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("wrong executor token")),
+            None => Err(Status::unauthenticated(
+                "missing executor token: set TICKETMAX_EXECUTOR_TOKEN on the control plane",
+            )),
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// How long a cancelled or timed-out task gets to reach its next chunk boundary before it is
 /// dropped (which rolls back its open transaction).
 const CANCEL_GRACE: Duration = Duration::from_secs(15);

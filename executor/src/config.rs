@@ -160,6 +160,15 @@ pub struct Config {
     /// Directory of the .eml files written when no SMTP_HOST is set [default: <data dir>/mail].
     #[arg(long = "mail-dir", env = "TICKETMAX_MAIL_DIR", global = true)]
     pub mail_dir: Option<PathBuf>,
+    /// Shared secret with the control plane: sent on registration and heartbeats, and required
+    /// (as `authorization: Bearer <token>`) on RunJob and CancelRun. Unset: no check.
+    #[arg(
+        long = "executor-token",
+        env = "TICKETMAX_EXECUTOR_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub executor_token: Option<String>,
     /// Memory (resident set) above which the health report alerts, in MiB.
     #[arg(
         long = "memory-alert-mb",
@@ -248,6 +257,10 @@ impl Config {
             Some(id) => id.clone(),
             None => format!("{}-{}", hostname(), std::process::id()),
         }
+    }
+
+    pub fn executor_token(&self) -> Option<String> {
+        self.executor_token.clone().filter(|t| !t.is_empty())
     }
 
     pub fn admin_emails(&self) -> Vec<String> {

@@ -155,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         advertise_url: advertise_url.clone(),
         jobs: registry.names(),
         running: running.clone(),
+        token: config.executor_token(),
     };
     let registration = Arc::new(registration);
     let heartbeat_stop = CancellationToken::new();
@@ -176,9 +177,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ticketmax_proto::v1::executor_server::ExecutorServer::new(
-            service,
-        ))
+        .add_service(
+            ticketmax_proto::v1::executor_server::ExecutorServer::with_interceptor(
+                service,
+                api::RequireToken::new(config.executor_token()),
+            ),
+        )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             server_shutdown.cancelled_owned(),

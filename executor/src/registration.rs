@@ -15,6 +15,8 @@ pub struct Registration {
     pub advertise_url: String,
     pub jobs: Vec<String>,
     pub running: Arc<RunningTasks>,
+    /// Shared secret the control plane may require (TICKETMAX_EXECUTOR_TOKEN).
+    pub token: Option<String>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -22,6 +24,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Registration {
+    /// A request carrying the shared executor token, when one is configured.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
     fn channel(&self) -> Result<Channel, tonic::transport::Error> {
         // Lazy: the control plane may start after us; calls fail until it answers.
         Ok(Endpoint::from_shared(self.control_plane_url.clone())?
@@ -51,7 +64,7 @@ impl Registration {
                     jobs: self.jobs.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                 };
-                match client.register(request).await {
+                match client.register(self.request(request)).await {
                     Ok(resp) => {
                         let ms = resp.into_inner().heartbeat_interval_ms;
                         tracing::info!(
@@ -91,7 +104,7 @@ impl Registration {
                     executor_id: self.executor_id.clone(),
                     running: u32::try_from(self.running.count()).unwrap_or(u32::MAX),
                 };
-                match client.heartbeat(request).await {
+                match client.heartbeat(self.request(request)).await {
                     Ok(resp) if resp.get_ref().known => {
                         if outage {
                             tracing::info!("control plane reachable again");
@@ -121,7 +134,12 @@ impl Registration {
         let request = DeregisterRequest {
             executor_id: self.executor_id.clone(),
         };
-        match tokio::time::timeout(Duration::from_secs(3), client.deregister(request)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            client.deregister(self.request(request)),
+        )
+        .await
+        {
             Ok(Ok(_)) => tracing::info!("deregistered from the control plane"),
             Ok(Err(status)) => tracing::warn!(error = %status.message(), "deregistration failed"),
             Err(_) => tracing::warn!("deregistration timed out"),

@@ -18,6 +18,10 @@ struct Executor {
 }
 
 async fn start() -> Executor {
+    start_with(&[]).await
+}
+
+async fn start_with(env: &[(&str, &str)]) -> Executor {
     let dir = std::env::temp_dir().join(format!(
         "tm_exec_grpc_{}_{}",
         std::process::id(),
@@ -50,6 +54,7 @@ async fn start() -> Executor {
         // Nobody listens there: registration keeps retrying quietly.
         .env("TICKETMAX_CONTROL_PLANE_URL", "http://127.0.0.1:9")
         .env("TICKETMAX_EXECUTOR_ID", "ex-test")
+        .envs(env.iter().copied())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -211,4 +216,30 @@ async fn unknown_job_cancel_timeout_and_sigterm() {
         .expect("exit")
         .expect("wait");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_shared_token_is_required_when_configured() {
+    let mut ex = start_with(&[("TICKETMAX_EXECUTOR_TOKEN", "s3cret")]).await;
+    let req = || request("r-token", JOB, serde_json::json!({}), 0);
+    let err = ex.client.run_job(req()).await.expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut wrong = tonic::Request::new(req());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().expect("header"));
+    let err = ex.client.run_job(wrong).await.expect_err("wrong token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut right = tonic::Request::new(req());
+    right
+        .metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().expect("header"));
+    let mut s = ex
+        .client
+        .run_job(right)
+        .await
+        .expect("RunJob with the token")
+        .into_inner();
+    let (f, _) = finish(&mut s, |_| {}).await;
+    assert_eq!(f.outcome(), RunState::Succeeded, "{f:?}");
 }

@@ -69,7 +69,19 @@ pub async fn sum_by_currency(
     Ok(out)
 }
 
-/// A single BIGINT from a query built by `build` (which binds into the given `Sql`).
+/// The single BIGINT a `SELECT COUNT(*) ...`-like query returns (NULL and no row are 0).
+pub async fn count(q: Sql, ctx: &TaskContext, what: &str) -> Result<u64, TaskError> {
+    let row = q.fetch_one(&ctx.db).await.context(what.to_owned())?;
+    let n = match row {
+        Some(row) => col::<Option<i64>>(&row, 0)
+            .context(what.to_owned())?
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(n.max(0) as u64)
+}
+
+/// Like [`count`], for a query built by `build` (which binds into the given `Sql`).
 pub async fn scalar(
     ctx: &TaskContext,
     what: &str,
@@ -78,13 +90,7 @@ pub async fn scalar(
     let mut q = Sql::new(ctx.dialect);
     let text = build(&mut q);
     q.push(&text);
-    let row = q.fetch_one(&ctx.db).await.context(what.to_owned())?;
-    match row {
-        Some(row) => Ok(col::<Option<i64>>(&row, 0)
-            .context(what.to_owned())?
-            .unwrap_or(0)),
-        None => Ok(0),
-    }
+    Ok(count(q, ctx, what).await? as i64)
 }
 
 /// Rows in `window` of `table` (by `time_col`) that match `extra` ("TRUE" for all).

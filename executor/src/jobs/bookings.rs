@@ -3,7 +3,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
-use super::aggregates;
+use super::aggregates::{self, count};
 use super::inventory::{id_list, release_tickets, released_rows};
 use super::mailing::Mailing;
 use super::window::{day_offset, last_seven_days};
@@ -144,16 +144,6 @@ impl Task for CancelExpiredBookings {
         ));
         Ok(ctx.output(Vec::new()))
     }
-}
-
-/// Runs a `SELECT COUNT(*) ...` (or any single BIGINT) query.
-pub async fn count(q: Sql, ctx: &TaskContext, what: &str) -> Result<u64, TaskError> {
-    let row = q.fetch_one(&ctx.db).await.context(what.to_owned())?;
-    let n: i64 = match row {
-        Some(row) => col(&row, 0).context(what.to_owned())?,
-        None => 0,
-    };
-    Ok(n.max(0) as u64)
 }
 
 /// Template fields of a booking e-mail over aliases `b` (bookings), `u` (users), `e` (events).

@@ -6,7 +6,7 @@ use chrono::Duration;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::{Value, json};
 
-use super::bookings::count;
+use super::aggregates::count;
 use super::files::{self, AgedFile};
 use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};

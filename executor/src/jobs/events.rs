@@ -3,7 +3,8 @@ use chrono::Duration;
 use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
-use super::bookings::{booking_payload, count};
+use super::aggregates::count;
+use super::bookings::booking_payload;
 use super::mailing::Mailing;
 use super::window::{Window, day_offset, iso_week};
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};

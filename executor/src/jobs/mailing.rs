@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::DatabaseTransaction;
 
-use super::bookings::count;
+use super::aggregates::count;
 use super::inventory::id_list;
 use super::{ChunkDone, ChunkStep, run_chunks, zero};
 use crate::db::{Sql, col};

@@ -11,7 +11,8 @@ use chrono::{Datelike, Duration, NaiveDate};
 use sea_orm::DatabaseTransaction;
 use serde_json::{Map, Value, json};
 
-use super::bookings::{booking_payload, count};
+use super::aggregates::count;
+use super::bookings::booking_payload;
 use super::events::DEFAULT_EVENT_HOURS;
 use super::inventory::id_list;
 use super::mailing::Mailing;

@@ -6,7 +6,7 @@ use chrono::Duration;
 use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
-use super::bookings::count;
+use super::aggregates::count;
 use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
 use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
