@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
     name = "ticketmax-executor",
     version,
     about = "TicketMax Jobs executor: runs the ticketing tasks against the ticketing database \
-             and streams their progress to the control plane"
+             and streams their progress to the control plane",
+    after_help = "Logging and tracing: RUST_LOG (default info), LOG_FORMAT=json for JSON lines, \
+                  OTEL_EXPORTER_OTLP_ENDPOINT to export spans over OTLP.\n\
+                  Task parameters (RunJob params): as_of (RFC 3339 reference time), batch_size \
+                  (rows per chunk), pause_ms (pause between chunks), limit (re-engagement), \
+                  threshold_percent (disk check)."
 )]
 pub struct Cli {
     #[command(flatten)]
