@@ -20,6 +20,7 @@ use crate::config::{Config, SmtpSecurity};
 use crate::db::{Dialect, Sql, col};
 
 pub mod money;
+pub mod smtp;
 pub mod templates;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,10 @@ pub enum MailError {
 enum Transport {
     /// The embedded default: one `<outbox id>.eml` file per e-mail.
     Files(PathBuf),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Plaintext or STARTTLS: our pool, sockets with TCP_NODELAY (see [`smtp`]).
+    Smtp(smtp::SmtpPool),
+    /// Implicit TLS: lettre's pooled transport.
+    SmtpTls(AsyncSmtpTransport<Tokio1Executor>),
 }
 
 /// Why a delivery did not succeed.
@@ -91,7 +95,7 @@ impl Sender {
                     MailError::From(config.smtp_from.clone(), e.to_string())
                 })?;
         let transport = match &config.smtp_host {
-            Some(host) if !host.trim().is_empty() => Transport::Smtp(smtp_transport(config, host)?),
+            Some(host) if !host.trim().is_empty() => smtp_transport(config, host)?,
             _ => {
                 std::fs::create_dir_all(&mail_dir)
                     .map_err(|e| MailError::MailDir(mail_dir.display().to_string(), e))?;
@@ -115,7 +119,7 @@ impl Sender {
     pub fn describe(&self) -> String {
         match &self.transport {
             Transport::Files(dir) => format!(".eml files in {}", dir.display()),
-            Transport::Smtp(_) => "SMTP".to_owned(),
+            Transport::Smtp(_) | Transport::SmtpTls(_) => "SMTP".to_owned(),
         }
     }
 
@@ -190,7 +194,7 @@ impl Sender {
     async fn deliver(&self, item: Claimed) {
         let transport = match &self.transport {
             Transport::Files(_) => "eml",
-            Transport::Smtp(_) => "smtp",
+            Transport::Smtp(_) | Transport::SmtpTls(_) => "smtp",
         };
         let span = tracing::info_span!("smtp.send", outbox_id = item.id, kind = %item.kind, attempt = item.attempts, transport, outcome = tracing::field::Empty);
         self.deliver_in(item, span.clone()).instrument(span).await;
@@ -273,7 +277,20 @@ impl Sender {
                 tracing::debug!(outbox_id = item.id, path = %path.display(), "e-mail written");
                 Ok(())
             }
-            Transport::Smtp(smtp) => match smtp.send(message).await {
+            Transport::Smtp(pool) => {
+                match pool.send(message.envelope(), &message.formatted()).await {
+                    Ok(()) => {
+                        tracing::info!(outbox_id = item.id, kind = %item.kind, "e-mail sent");
+                        Ok(())
+                    }
+                    Err(smtp::SendError::Connection(e)) => Err(Failure::Transient(e)),
+                    Err(smtp::SendError::Smtp(e)) if e.is_permanent() => {
+                        Err(Failure::Permanent(e.to_string()))
+                    }
+                    Err(smtp::SendError::Smtp(e)) => Err(Failure::Transient(e.to_string())),
+                }
+            }
+            Transport::SmtpTls(smtp) => match smtp.send(message).await {
                 Ok(_) => {
                     tracing::info!(outbox_id = item.id, kind = %item.kind, "e-mail sent");
                     Ok(())
@@ -328,10 +345,7 @@ fn retry_delay(attempts: i64) -> chrono::Duration {
     chrono::Duration::seconds((30_i64 << exp).min(3600))
 }
 
-fn smtp_transport(
-    config: &Config,
-    host: &str,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+fn smtp_transport(config: &Config, host: &str) -> Result<Transport, MailError> {
     let port = config.smtp_port.unwrap_or(587);
     let err = |source| MailError::Smtp {
         host: host.to_owned(),
@@ -345,25 +359,39 @@ fn smtp_transport(
         },
         other => other,
     };
-    let tls = match security {
-        SmtpSecurity::Tls => Tls::Wrapper(TlsParameters::new(host.to_owned()).map_err(err)?),
-        SmtpSecurity::Starttls => Tls::Required(TlsParameters::new(host.to_owned()).map_err(err)?),
-        // STARTTLS when the server offers it (local relays and test servers often do not).
-        SmtpSecurity::Auto => Tls::Opportunistic(TlsParameters::new(host.to_owned()).map_err(err)?),
-        SmtpSecurity::None => Tls::None,
+    let credentials = config
+        .smtp_user
+        .as_ref()
+        .map(|user| Credentials::new(user.clone(), config.smtp_pass.clone().unwrap_or_default()));
+    let timeout = Duration::from_secs(30);
+    let pool = |security| {
+        Transport::Smtp(smtp::SmtpPool::new(
+            host,
+            port,
+            security,
+            credentials.clone(),
+            timeout,
+            CONCURRENCY,
+        ))
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .tls(tls)
-        .timeout(Some(Duration::from_secs(30)))
-        .pool_config(PoolConfig::new().max_size(CONCURRENCY as u32));
-    if let Some(user) = &config.smtp_user {
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            config.smtp_pass.clone().unwrap_or_default(),
-        ));
-    }
-    Ok(builder.build())
+    let tls = || TlsParameters::new(host.to_owned()).map_err(err);
+    Ok(match security {
+        SmtpSecurity::Starttls => pool(smtp::Security::Required(tls()?)),
+        // STARTTLS when the server offers it (local relays and test servers often do not).
+        SmtpSecurity::Auto => pool(smtp::Security::Opportunistic(tls()?)),
+        SmtpSecurity::None => pool(smtp::Security::None),
+        SmtpSecurity::Tls => {
+            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(port)
+                .tls(Tls::Wrapper(tls()?))
+                .timeout(Some(timeout))
+                .pool_config(PoolConfig::new().max_size(CONCURRENCY as u32));
+            if let Some(credentials) = credentials {
+                builder = builder.credentials(credentials);
+            }
+            Transport::SmtpTls(builder.build())
+        }
+    })
 }
 
 #[cfg(test)]
