@@ -99,8 +99,9 @@ class Db:
 
     @staticmethod
     def psql(url, sql):
-        out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
-                             capture_output=True, text=True)
+        # The SQL goes through stdin: a 2000-row INSERT is longer than one argument may be.
+        out = subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url],
+                             input=sql, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"psql failed: {out.stderr}")
         return out.stdout.strip()
@@ -248,7 +249,7 @@ def run_executor(args, work, sink_port, pay, subject):
             first, last = db.sent_span("bench")
             stop(p)
         return {
-            "label": f"executor ({db.label} outbox, lettre pool {SESSIONS})",
+            "label": f"executor ({db.label} outbox, SMTP pool {SESSIONS})",
             "wall": t_done - t0,
             "insert": t_inserted - t0,
             "span": last - first,

@@ -32,8 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 const FRONTEND: &str = "https://tickets.example.test";
 const ADMINS: [&str; 2] = ["ops@example.test", "cfo@example.test"];
 const XSS_TITLE: &str = r#"<script>alert("x")</script> Rock & Roll"#;
-const XSS_TITLE_ESCAPED: &str =
-    "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Rock &amp; Roll";
+const XSS_TITLE_ESCAPED: &str = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; Rock &amp; Roll";
 
 // ---------------------------------------------------------------------------------------------
 // A real SMTP server: aiosmtpd writing a Maildir
@@ -89,7 +88,11 @@ impl SmtpServer {
                     return;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "aiosmtpd exited ({status}): {}",
                     std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -311,7 +314,9 @@ async fn wait_all_delivered(app: &TestApp, smtp: &SmtpServer, timeout: Duration)
                  not sent: {:#?}\n{}",
                 rows.len(),
                 smtp.count(),
-                rows.iter().filter(|r| r.status != "sent").collect::<Vec<_>>(),
+                rows.iter()
+                    .filter(|r| r.status != "sent")
+                    .collect::<Vec<_>>(),
                 app.logs_tail(30)
             );
         }
@@ -333,12 +338,18 @@ fn by_outbox_row<'a>(rows: &[OutboxRow], mails: &'a [Mail]) -> HashMap<String, &
         .filter(|(_, ms)| ms.len() > 1)
         .map(|(id, ms)| (id, ms.iter().map(|m| &m.file).collect::<Vec<_>>()))
         .collect();
-    assert!(dups.is_empty(), "messages delivered more than once: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "messages delivered more than once: {dups:?}"
+    );
     let unknown: Vec<_> = per_id
         .keys()
         .filter(|id| !rows.iter().any(|r| r.id == **id))
         .collect();
-    assert!(unknown.is_empty(), "messages for no outbox row: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "messages for no outbox row: {unknown:?}"
+    );
     let mut out = HashMap::new();
     for r in rows {
         let m = per_id
@@ -372,7 +383,11 @@ fn assert_well_formed(row: &OutboxRow, m: &Mail) {
         row.dedupe_key
     );
     assert_eq!(m.parts.len(), 2, "{}: parts {:?}", row.dedupe_key, m.parts);
-    assert!(!m.text().trim().is_empty(), "{}: empty text part", row.dedupe_key);
+    assert!(
+        !m.text().trim().is_empty(),
+        "{}: empty text part",
+        row.dedupe_key
+    );
     let html = m.html();
     assert!(
         html.contains("<html") && html.contains("</html>"),
@@ -512,12 +527,15 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
         assert_well_formed(row, by_key[&row.dedupe_key]);
     }
     let row = |key: &str| -> (&OutboxRow, &Mail) {
-        let r = rows.iter().find(|r| r.dedupe_key == key).unwrap_or_else(|| {
-            panic!(
-                "no e-mail with dedupe key {key}; queued: {:?}",
-                rows.iter().map(|r| &r.dedupe_key).collect::<Vec<_>>()
-            )
-        });
+        let r = rows
+            .iter()
+            .find(|r| r.dedupe_key == key)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no e-mail with dedupe key {key}; queued: {:?}",
+                    rows.iter().map(|r| &r.dedupe_key).collect::<Vec<_>>()
+                )
+            });
         (r, by_key[key])
     };
     // (dedupe key, recipient, subject, text must contain, html must contain)
@@ -526,7 +544,9 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
     let last_month = {
         use chrono::Datelike;
         let first = today.with_day(1).expect("first of month");
-        (first - chrono::Duration::days(1)).format("%Y-%m").to_string()
+        (first - chrono::Duration::days(1))
+            .format("%Y-%m")
+            .to_string()
     };
     let birthday_code = format!("BDAY{year}-13");
     let birthday_key = format!("birthday:13:{year}");
@@ -555,7 +575,13 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             "booking-cancelled:1001",
             "ada@example.test",
             &cancelled_subject,
-            vec!["Hi Ada", XSS_TITLE, "₦12,345.50", "not paid in time", "Tickets: 2"],
+            vec![
+                "Hi Ada",
+                XSS_TITLE,
+                "₦12,345.50",
+                "not paid in time",
+                "Tickets: 2",
+            ],
             vec![XSS_TITLE_ESCAPED, "₦12,345.50", "Eko Hotel"],
         ),
         (
@@ -577,7 +603,11 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             "dayo@example.test",
             &confirmed_subject,
             vec!["is confirmed", "₦5,000.00", "/bookings/1004"],
-            vec![XSS_TITLE_ESCAPED, "₦5,000.00", "tickets.example.test/bookings/1004"],
+            vec![
+                XSS_TITLE_ESCAPED,
+                "₦5,000.00",
+                "tickets.example.test/bookings/1004",
+            ],
         ),
         (
             "refund:1005",
@@ -591,14 +621,21 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             "femi@example.test",
             "Your refund has been approved",
             // 50 % of 333,333 kobo, rounded down.
-            vec!["₦1,666.66 will be returned", "Lagos Jazz Night", "₦3,333.33"],
+            vec![
+                "₦1,666.66 will be returned",
+                "Lagos Jazz Night",
+                "₦3,333.33",
+            ],
             vec!["₦1,666.66"],
         ),
         (
             "refund:1007",
             "gozie@example.test",
             "About your refund request",
-            vec!["declined", "Refunds are not available once the event has started"],
+            vec![
+                "declined",
+                "Refunds are not available once the event has started",
+            ],
             vec!["declined", "Past Gala"],
         ),
         (
@@ -626,7 +663,12 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             "promotion:12:106",
             "lola@example.test",
             "Still available: Promo Party",
-            vec!["Promo Party", "₦7,500.00", "Tickets left: 95", "/events/106"],
+            vec![
+                "Promo Party",
+                "₦7,500.00",
+                "Tickets left: 95",
+                "/events/106",
+            ],
             vec!["Quilox", "₦7,500.00"],
         ),
         (
@@ -675,7 +717,12 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
     );
 
     // Admin reports (and the health alert): one message per admin per report.
-    for kind in ["daily-bookings", "payment-analytics", "organizer-analytics", "system-health"] {
+    for kind in [
+        "daily-bookings",
+        "payment-analytics",
+        "organizer-analytics",
+        "system-health",
+    ] {
         for admin in ADMINS {
             let found: Vec<_> = rows
                 .iter()
@@ -689,11 +736,22 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
                 found.len(),
                 1,
                 "report {kind} to {admin}: {:?}",
-                rows.iter().filter(|r| r.kind == "report").map(|r| &r.dedupe_key).collect::<Vec<_>>()
+                rows.iter()
+                    .filter(|r| r.kind == "report")
+                    .map(|r| &r.dedupe_key)
+                    .collect::<Vec<_>>()
             );
             let m = by_key[&found[0].dedupe_key];
-            assert!(m.subject.starts_with(&format!("TicketMax report: {kind} ")), "{}", m.subject);
-            assert_contains(&format!("report {kind}"), m.text(), &["Hello,", &format!("Report {kind} for")]);
+            assert!(
+                m.subject.starts_with(&format!("TicketMax report: {kind} ")),
+                "{}",
+                m.subject
+            );
+            assert_contains(
+                &format!("report {kind}"),
+                m.text(),
+                &["Hello,", &format!("Report {kind} for")],
+            );
         }
     }
     for admin in ADMINS {
@@ -719,7 +777,12 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
     for job in MAILING_JOBS {
         let run = run_ok(&app, job).await;
         if let Some(n) = summary_count(&run, "emails_queued") {
-            assert_eq!(n, 0, "{job} queued e-mails on its second run: {}", summary(&run));
+            assert_eq!(
+                n,
+                0,
+                "{job} queued e-mails on its second run: {}",
+                summary(&run)
+            );
         }
     }
     // Longer than the sender's idle poll (2 s), so anything queued would have gone out.
@@ -729,7 +792,11 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
         again.len(),
         rows.len(),
         "second runs queued: {:?}",
-        again.iter().skip(rows.len()).map(|r| &r.dedupe_key).collect::<Vec<_>>()
+        again
+            .iter()
+            .skip(rows.len())
+            .map(|r| &r.dedupe_key)
+            .collect::<Vec<_>>()
     );
     assert_eq!(smtp.count(), before, "second runs sent e-mail");
 }
@@ -767,11 +834,23 @@ async fn confirmations_dataset(app: &TestApp) {
 fn assert_each_once(rows: &[OutboxRow], smtp: &SmtpServer) {
     assert_eq!(rows.len(), N, "outbox rows: {rows:#?}");
     let mails = smtp.messages();
-    assert_eq!(mails.len(), N, "messages: {:?}", mails.iter().map(|m| (&m.to, &m.message_id)).collect::<Vec<_>>());
+    assert_eq!(
+        mails.len(),
+        N,
+        "messages: {:?}",
+        mails
+            .iter()
+            .map(|m| (&m.to, &m.message_id))
+            .collect::<Vec<_>>()
+    );
     let by_key = by_outbox_row(rows, &mails);
     for r in rows {
         assert_well_formed(r, by_key[&r.dedupe_key]);
-        assert_contains(&r.dedupe_key, by_key[&r.dedupe_key].text(), &["₦2,500.00", "is confirmed"]);
+        assert_contains(
+            &r.dedupe_key,
+            by_key[&r.dedupe_key].text(),
+            &["₦2,500.00", "is confirmed"],
+        );
     }
 }
 
@@ -822,16 +901,26 @@ async fn sigkill_between_outbox_write_and_send_delivers_each_message_once() {
     confirmations_dataset(&app).await;
 
     let run = run_ok(&app, CONFIRMATIONS).await;
-    assert_eq!(summary_count(&run, "emails_queued"), Some(N as i64), "{}", summary(&run));
+    assert_eq!(
+        summary_count(&run, "emails_queued"),
+        Some(N as i64),
+        "{}",
+        summary(&run)
+    );
     // The sender has leased every e-mail and its SMTP sessions hang on the greeting.
-    eventually("every e-mail leased and an SMTP session open", secs(30), || {
-        let accepted = black_hole.accepted.load(Ordering::SeqCst);
-        let app = &app;
-        async move {
-            let rows = outbox(app).await;
-            (accepted > 0 && rows.len() == N && rows.iter().all(|r| r.attempts >= 1)).then_some(())
-        }
-    })
+    eventually(
+        "every e-mail leased and an SMTP session open",
+        secs(30),
+        || {
+            let accepted = black_hole.accepted.load(Ordering::SeqCst);
+            let app = &app;
+            async move {
+                let rows = outbox(app).await;
+                (accepted > 0 && rows.len() == N && rows.iter().all(|r| r.attempts >= 1))
+                    .then_some(())
+            }
+        },
+    )
     .await;
     app.executor().kill().await;
     let rows = outbox(&app).await;
@@ -869,23 +958,36 @@ async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
     app.silence_schedules(&[]).await;
     confirmations_dataset(&app).await;
     let run = run_ok(&app, CONFIRMATIONS).await;
-    assert_eq!(summary_count(&run, "emails_queued"), Some(N as i64), "{}", summary(&run));
+    assert_eq!(
+        summary_count(&run, "emails_queued"),
+        Some(N as i64),
+        "{}",
+        summary(&run)
+    );
 
     // Every e-mail is tried, fails transiently and stays pending with its error recorded.
-    eventually("every e-mail tried once against the dead server", secs(30), || {
-        let app = &app;
-        async move {
-            let rows = outbox(app).await;
-            (rows.len() == N && rows.iter().all(|r| r.attempts >= 1 && r.last_error.is_some()))
+    eventually(
+        "every e-mail tried once against the dead server",
+        secs(30),
+        || {
+            let app = &app;
+            async move {
+                let rows = outbox(app).await;
+                (rows.len() == N
+                    && rows
+                        .iter()
+                        .all(|r| r.attempts >= 1 && r.last_error.is_some()))
                 .then_some(rows)
-        }
-    })
+            }
+        },
+    )
     .await;
     // Down "for a while".
     tokio::time::sleep(secs(3)).await;
     let rows = outbox(&app).await;
     assert!(
-        rows.iter().all(|r| r.status == "pending" && r.attempts == 1),
+        rows.iter()
+            .all(|r| r.status == "pending" && r.attempts == 1),
         "during the outage e-mails stay pending (one attempt, backing off): {rows:#?}"
     );
 
@@ -896,7 +998,8 @@ async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
     let rows = wait_all_delivered(&app, &smtp, secs(75)).await;
     assert_each_once(&rows, &smtp);
     assert!(
-        rows.iter().all(|r| r.last_error.is_none() && r.attempts == 2),
+        rows.iter()
+            .all(|r| r.last_error.is_none() && r.attempts == 2),
         "delivered on the retry, error cleared: {rows:#?}"
     );
     tokio::time::sleep(secs(3)).await;
