@@ -833,10 +833,18 @@ async fn a_frozen_executor_is_superseded_and_its_late_attempt_cannot_overwrite_t
     let pid = app.executors[index].proc.pid().expect("executor pid") as libc::pid_t;
     // SAFETY: signals to our own live child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen_at = Instant::now();
+    // Only the missing heartbeats tell: TICKETMAX_EXECUTOR_TIMEOUT_MS = 3000 in the harness.
     let requeued = app
         .wait_for_run(&slow.id, |r| r.attempt >= 2 || terminal(r), secs(15))
         .await;
+    let detected = frozen_at.elapsed();
     assert_eq!(requeued.attempt, 2, "{requeued:#?}");
+    assert!(
+        detected >= millis(1500) && detected < secs(8),
+        "a silent executor must be declared lost after about 3 s, took {detected:?}"
+    );
+    assert!(requeued.error.contains("heartbeat"), "{requeued:#?}");
     // Attempt 2 is running elsewhere; wake attempt 1 up.
     let second = app
         .wait_for_run(&slow.id, |r| r.state() == RunState::Running || terminal(r), secs(15))
