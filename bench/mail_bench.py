@@ -134,6 +134,10 @@ class Db:
         return int(self.sql(f"SELECT count(*) FROM email_outbox WHERE status = 'failed' "
                             f"AND dedupe_key LIKE '{prefix}:%'") or 0)
 
+    def claimed(self, prefix):
+        return int(self.sql(f"SELECT count(*) FROM email_outbox WHERE attempts > 0 "
+                            f"AND dedupe_key LIKE '{prefix}:%'") or 0)
+
     def sent_span(self, prefix):
         """(first sent_at, last sent_at) as epoch seconds."""
         if self.pg_server:
@@ -236,6 +240,12 @@ def run_executor(args, work, sink_port, pay, subject):
             db.insert("bench", args.n, pay, subject)
             t_inserted = time.time()
             deadline = t0 + args.timeout
+            # The sender picks new rows up on its next idle poll (every 2 s): note when it does.
+            while db.claimed("bench") == 0:
+                if time.time() > deadline or p.poll() is not None:
+                    sys.exit("the executor never claimed the rows:\n" + open(log_path).read()[-3000:])
+                time.sleep(0.005)
+            t_claimed = time.time()
             while True:
                 sent = db.sent("bench")
                 if sent >= args.n:
@@ -253,6 +263,7 @@ def run_executor(args, work, sink_port, pay, subject):
             "wall": t_done - t0,
             "insert": t_inserted - t0,
             "span": last - first,
+            "delivery": t_done - t_claimed,
         }
     finally:
         db.drop()
@@ -305,7 +316,7 @@ def main():
 
         n = args.n
         ex_rate = n / ex["wall"]
-        ex_steady = (n - 1) / ex["span"] if ex["span"] > 0 else float("inf")
+        ex_steady = n / ex["delivery"]
         src_rate = n / src["wall"]
         rows = [
             (ex["label"], f"{ex['wall']:.2f}", f"{ex_rate:,.0f}", f"{ex_steady:,.0f}"),
@@ -315,7 +326,7 @@ def main():
         print(f"{n} messages of ~{size} bytes each into postfix smtp-sink on 127.0.0.1 "
               f"({os.cpu_count()} CPUs)")
         print()
-        header = ("sender", "wall s", "msg/s", "msg/s first->last sent")
+        header = ("sender", "wall s", "msg/s (wall)", "msg/s (claimed->all sent)")
         widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
         fmt = "| " + " | ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths)) + " |"
         print(fmt.format(*header))
@@ -324,9 +335,11 @@ def main():
             print(fmt.format(*r))
         print()
         print(f"ratio executor / smtp-source: {ex_rate / src_rate:.2f} (wall), "
-              f"{ex_steady / src_rate:.2f} (first->last sent)")
+              f"{ex_steady / src_rate:.2f} (from the executor's first claim)")
         print(f"executor wall = one INSERT of {n} outbox rows ({ex['insert']:.2f} s) until the "
-              f"last row is 'sent' (includes up to 2 s of the sender's idle poll)")
+              f"last row is 'sent', including up to 2 s until the sender's idle poll claims them; "
+              f"claimed->all sent = {ex['delivery']:.2f} s from the first claimed row "
+              f"(first->last sent_at: {ex['span']:.2f} s)")
         print(f"smtp-source: {src['cmd']}")
     finally:
         cleanup()
