@@ -276,10 +276,18 @@ impl Task for CleanOldLogs {
     }
 }
 
-/// Disk usage of the file systems holding the data directories, as `[{dir, used, total,
-/// percent}]`, deduplicated by directory.
-fn disk_report(dirs: &[&PathBuf]) -> Vec<(String, u64, u64, f64)> {
-    let mut out: Vec<(String, u64, u64, f64)> = Vec::new();
+/// Usage of the file system holding one data directory.
+#[derive(serde::Serialize)]
+struct Disk {
+    dir: String,
+    used_bytes: u64,
+    total_bytes: u64,
+    percent: f64,
+}
+
+/// Disk usage of the file systems holding the data directories, one entry per directory.
+fn disk_report(dirs: &[&PathBuf]) -> Vec<Disk> {
+    let mut out: Vec<Disk> = Vec::new();
     for dir in dirs {
         // A directory that does not exist yet lives on its nearest existing ancestor's disk.
         let mut probe: &Path = dir;
@@ -299,8 +307,13 @@ fn disk_report(dirs: &[&PathBuf]) -> Vec<(String, u64, u64, f64)> {
                 (used as f64 / total as f64 * 1000.0).round() / 10.0
             };
             let name = dir.display().to_string();
-            if !out.iter().any(|(d, ..)| *d == name) {
-                out.push((name, used, total, percent));
+            if !out.iter().any(|d| d.dir == name) {
+                out.push(Disk {
+                    dir: name,
+                    used_bytes: used,
+                    total_bytes: total,
+                    percent,
+                });
             }
         }
     }
@@ -372,7 +385,7 @@ impl Task for GenerateSystemHealthReport {
         if !db_ok {
             warnings.push("database did not answer".to_owned());
         }
-        for (dir, _, _, percent) in &disks {
+        for Disk { dir, percent, .. } in &disks {
             if *percent > f64::from(settings.disk_alert_percent) {
                 warnings.push(format!(
                     "disk of {dir} {percent}% full (threshold {}%)",
@@ -394,7 +407,7 @@ impl Task for GenerateSystemHealthReport {
             "uptime_seconds": uptime,
             "database": {"ok": db_ok, "latency_ms": (db_latency_ms * 10.0).round() / 10.0, "rows": tables},
             "outbox": outbox_by_status,
-            "disks": disks.iter().map(|(dir, used, total, percent)| json!({"dir": dir, "used_bytes": used, "total_bytes": total, "percent": percent})).collect::<Vec<_>>(),
+            "disks": disks,
             "runs": ctx.run_stats.snapshot(),
             "warnings": warnings,
             "healthy": warnings.is_empty(),
@@ -435,12 +448,17 @@ impl Task for EmergencyDiskSpaceCheck {
         };
         let d = &ctx.settings.dirs;
         let disks = disk_report(&[&d.data, &d.uploads_tmp, &d.documents, &d.logs, &d.mail]);
-        let max = disks.iter().map(|(.., p)| *p).fold(0.0, f64::max);
+        let max = disks.iter().map(|d| d.percent).fold(0.0, f64::max);
         ctx.set("max_usage_percent", max);
         let warnings: Vec<String> = disks
             .iter()
-            .filter(|(.., p)| *p > threshold)
-            .map(|(dir, _, _, p)| format!("disk of {dir} is {p}% full (threshold {threshold}%)"))
+            .filter(|d| d.percent > threshold)
+            .map(|d| {
+                format!(
+                    "disk of {} is {}% full (threshold {threshold}%)",
+                    d.dir, d.percent
+                )
+            })
             .collect();
         ctx.set("emergency", !warnings.is_empty());
         if warnings.is_empty() {
@@ -449,7 +467,7 @@ impl Task for EmergencyDiskSpaceCheck {
         }
         clean_temp_files(ctx, Duration::hours(1)).await?;
         let body = json!({
-            "disks": disks.iter().map(|(dir, used, total, percent)| json!({"dir": dir, "used_bytes": used, "total_bytes": total, "percent": percent})).collect::<Vec<_>>(),
+            "disks": disks,
             "temp_files_deleted": ctx.count("files_deleted"),
             "bytes_freed": ctx.count("bytes_freed"),
         });
