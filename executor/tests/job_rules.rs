@@ -1671,3 +1671,236 @@ async fn timeout_never_cancels_a_paid_booking() {
         );
     }
 }
+
+/// "Tomorrow" on the day before a DST change is a 25-hour (fall back) or 23-hour (spring
+/// forward) local day; its last hour still counts.
+#[tokio::test]
+async fn reminders_across_dst_changes() {
+    let la = chrono_tz::America::Los_Angeles;
+    for t in databases().await {
+        t.exec("INSERT INTO users (id, email, email_verified) VALUES (1, 'ada@example.com', TRUE)")
+            .await;
+        // Fall back on Sunday 1 November 2026: 1 Nov local = [07:00Z 1 Nov, 08:00Z 2 Nov).
+        // Spring forward on Sunday 8 March 2026: 8 Mar local = [08:00Z 8 Mar, 07:00Z 9 Mar).
+        let starts = [
+            (1, "2026-11-02T07:30:00Z", true),  // 1 Nov 23:30 PST: tomorrow
+            (2, "2026-11-02T08:00:00Z", false), // 2 Nov 00:00 PST: the day after
+            (3, "2026-11-01T07:00:00Z", true),  // 1 Nov 00:00 PDT: tomorrow
+            (4, "2026-11-01T06:59:00Z", false), // 31 Oct 23:59 PDT: today
+        ];
+        for (id, s, _) in starts {
+            t.exec_with(
+                &format!(
+                    "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+                     VALUES ({id}, 'e{id}', $1, 10, 9)"
+                ),
+                vec![at(s).into()],
+            )
+            .await;
+            t.exec(&format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, status) \
+                 VALUES ({id}, 1, {id}, 1, 'confirmed')"
+            ))
+            .await;
+        }
+        // 09:00 PDT on Saturday 31 October.
+        let out = run_twice_tz(
+            &t,
+            "event-management/send-event-reminders",
+            at("2026-10-31T16:00:00Z"),
+            la,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&out, "reminders_sent"),
+            2,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        for (id, _, reminded) in starts {
+            assert_eq!(
+                t.int(&format!(
+                    "SELECT COUNT(*) FROM bookings WHERE id = {id} AND reminder_sent"
+                ))
+                .await
+                    == 1,
+                reminded,
+                "{}: booking {id}",
+                t.name
+            );
+        }
+        t.exec(
+            "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) VALUES \
+             (10, 'spring', '2026-03-09T06:30:00Z', 10, 9), (11, 'after', '2026-03-09T07:00:00Z', 10, 9); \
+             INSERT INTO bookings (id, user_id, event_id, quantity, status) VALUES \
+             (10, 1, 10, 1, 'confirmed'), (11, 1, 11, 1, 'confirmed')",
+        )
+        .await;
+        // 09:00 PST on Saturday 7 March: tomorrow (8 March) ends at 07:00Z on the 9th.
+        let spring = run_twice_tz(
+            &t,
+            "event-management/send-event-reminders",
+            at("2026-03-07T17:00:00Z"),
+            la,
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            count(&spring, "reminders_sent"),
+            1,
+            "{}: {:?}",
+            t.name,
+            spring.summary
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM bookings WHERE id = 10 AND reminder_sent")
+                .await,
+            1,
+            "{}",
+            t.name
+        );
+    }
+}
+
+/// Customers paying pending payments on other connections while the abandoned-payment job runs:
+/// a payment that succeeded is never abandoned, its booking never cancelled.
+#[tokio::test]
+async fn abandoned_payments_race_concurrent_successes_on_postgres() {
+    let now = Utc::now();
+    for t in databases().await {
+        if t.name != "postgres" {
+            continue;
+        }
+        const N: i64 = 4000;
+        t.exec("INSERT INTO users (id, email) VALUES (1, 'ada@example.com')")
+            .await;
+        t.exec(
+            "INSERT INTO events (id, title, total_tickets, available_tickets) \
+             SELECT g, 'event ' || g, 100000, 100000 FROM generate_series(1, 10) g",
+        )
+        .await;
+        let old = now - Duration::minutes(30);
+        t.exec_with(
+            &format!(
+                "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) \
+                 SELECT g, 1, 1 + g % 10, 1 + g % 3, 1000, 'pending', $1 FROM generate_series(1, {N}) g"
+            ),
+            vec![old.into()],
+        )
+        .await;
+        t.exec_with(
+            &format!(
+                "INSERT INTO payments (id, booking_id, user_id, amount, status, created_at) \
+                 SELECT g, g, 1, 1000, 'pending', $1 FROM generate_series(1, {N}) g"
+            ),
+            vec![old.into()],
+        )
+        .await;
+        t.exec(
+            "UPDATE events e SET available_tickets = total_tickets - (SELECT COALESCE(SUM(quantity), 0) \
+             FROM bookings b WHERE b.event_id = e.id)",
+        )
+        .await;
+        t.assert_inventory().await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut payers = Vec::new();
+        for worker in 0..3_i64 {
+            let db = t.db.clone();
+            let stop = stop.clone();
+            payers.push(tokio::spawn(async move {
+                use sea_orm::TransactionTrait;
+                let mut paid = Vec::new();
+                let mut id = 1 + worker * 11;
+                let mut rounds = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 50 {
+                    rounds += 1;
+                    let p = 1 + (id * 977) % N;
+                    id += 3;
+                    // The gateway callback: the payment succeeds, then its booking is confirmed,
+                    // in one transaction, only if the payment was still pending.
+                    let txn = db.begin().await.expect("begin");
+                    let mut q = Sql::new(ticketmax_executor::db::Dialect::Postgres);
+                    let pid = q.bind(p);
+                    q.push(&format!(
+                        "UPDATE payments SET status = 'success', paid_at = CURRENT_TIMESTAMP \
+                         WHERE id = {pid} AND status = 'pending' RETURNING booking_id"
+                    ));
+                    let rows = q.fetch_all(&txn).await.expect("pay");
+                    if let Some(row) = rows.first() {
+                        let booking: i64 = col(row, 0).expect("booking id");
+                        let mut q = Sql::new(ticketmax_executor::db::Dialect::Postgres);
+                        let b = q.bind(booking);
+                        q.push(&format!(
+                            "UPDATE bookings SET status = 'confirmed', confirmed_at = CURRENT_TIMESTAMP \
+                             WHERE id = {b} AND status = 'pending'"
+                        ));
+                        let n = q.execute(&txn).await.expect("confirm");
+                        assert_eq!(n, 1, "a paid booking {booking} was no longer pending");
+                        paid.push(p);
+                    }
+                    txn.commit().await.expect("commit");
+                    if rounds > 100_000 {
+                        break;
+                    }
+                }
+                paid
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let out = run_tz(
+            &t,
+            "payment-cleanup/cleanup-abandoned-payments",
+            now,
+            chrono_tz::UTC,
+            json!({"batch_size": 25}),
+        )
+        .await
+        .expect("job run");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut paid = Vec::new();
+        for p in payers {
+            paid.extend(p.await.expect("payer"));
+        }
+        eprintln!(
+            "abandoned {}, paid concurrently {}",
+            count(&out, "abandoned"),
+            paid.len()
+        );
+        assert!(count(&out, "abandoned") > 0);
+        assert!(!paid.is_empty());
+        let again = run_tz(
+            &t,
+            "payment-cleanup/cleanup-abandoned-payments",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("second run");
+        let abandoned = count(&out, "abandoned") + count(&again, "abandoned");
+        assert_eq!(abandoned as usize + paid.len(), N as usize);
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM payments WHERE status = 'success'")
+                .await,
+            paid.len() as i64
+        );
+        // Success ↔ confirmed, abandoned ↔ cancelled, booking by booking.
+        assert_eq!(
+            t.int(
+                "SELECT COUNT(*) FROM payments p JOIN bookings b ON b.id = p.booking_id \
+                 WHERE NOT ((p.status = 'success' AND b.status = 'confirmed') \
+                         OR (p.status = 'abandoned' AND b.status = 'cancelled'))"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(*) FROM email_outbox WHERE kind = 'payment-abandoned'")
+                .await,
+            abandoned as i64
+        );
+        t.assert_inventory().await;
+    }
+}
