@@ -162,7 +162,10 @@ async fn run(bench: &Bench, bookings: i64, only: Option<&[String]>) -> anyhow::R
         bench.log(&format!("{}: cloning the data for the job", spec.job));
         let job_db = bench.clone_template(&job_db_name).await?;
         let acting = int(&job_db, &spec.acting).await?;
-        bench.log(&format!("{}: running the task ({acting} rows to act on)", spec.job));
+        bench.log(&format!(
+            "{}: running the task ({acting} rows to act on)",
+            spec.job
+        ));
         let t = Instant::now();
         let out = run_task(bench, &job_db, spec.job).await?;
         let job_time = t.elapsed();
@@ -271,11 +274,7 @@ async fn digest(db: &DatabaseConnection) -> anyhow::Result<String> {
     Ok(out.join(" "))
 }
 
-async fn run_task(
-    bench: &Bench,
-    db: &DatabaseConnection,
-    job: &str,
-) -> anyhow::Result<TaskOutput> {
+async fn run_task(bench: &Bench, db: &DatabaseConnection, job: &str) -> anyhow::Result<TaskOutput> {
     let registry = ticketmax_executor::jobs::registry();
     let task = registry
         .get(job)
@@ -430,7 +429,10 @@ async fn seed(bench: &Bench, db: &DatabaseConnection, bookings: i64) -> anyhow::
     for (what, sql) in steps {
         let t = Instant::now();
         db.execute_unprepared(&sql).await?;
-        bench.log(&format!("  seeded {what} in {:.1}s", t.elapsed().as_secs_f64()));
+        bench.log(&format!(
+            "  seeded {what} in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ));
     }
     Ok(())
 }
