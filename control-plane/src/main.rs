@@ -50,9 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     }
-    let store = store::Store::connect(&url)
-        .await
-        .with_context(|| format!("connecting to {}", config::redact_url(&url)))?;
+    let store = connect_with_retry(&url).await?;
     store
         .migrate()
         .await
@@ -70,6 +68,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("loading the job catalog")?;
             tracing::info!(database = %config::redact_url(&url), jobs = catalog::CATALOG.len(), added, "job catalog loaded");
             server::serve(app::App::new(store, cfg, auth)).await
+        }
+    }
+}
+
+/// The database may come up after the control plane (compose, a restarting Postgres, a pool
+/// briefly exhausted): retry for a minute before giving up.
+async fn connect_with_retry(url: &str) -> anyhow::Result<store::Store> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match store::Store::connect(url).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(database = %config::redact_url(url), error = %e, retry_in = ?wait, "database not reachable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("connecting to {}", config::redact_url(url)));
+            }
         }
     }
 }
