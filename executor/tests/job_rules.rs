@@ -1904,3 +1904,62 @@ async fn abandoned_payments_race_concurrent_successes_on_postgres() {
         t.assert_inventory().await;
     }
 }
+
+/// At most 100 recipients per event and run; nobody twice.
+#[tokio::test]
+async fn promotions_cap_at_100_recipients_per_event() {
+    let now = at(NOW);
+    for t in databases().await {
+        for id in 1..=105 {
+            t.exec(&format!(
+                "INSERT INTO users (id, email, email_verified, promotional_emails) \
+                 VALUES ({id}, 'fan{id}@example.com', TRUE, TRUE)"
+            ))
+            .await;
+        }
+        t.exec_with(
+            "INSERT INTO events (id, title, starts_at, total_tickets, available_tickets) \
+             VALUES (1, 'e1', $1, 100, 100)",
+            vec![(now + Duration::days(2)).into()],
+        )
+        .await;
+        let out = run_tz(
+            &t,
+            "notifications/send-promotional-notifications",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("run");
+        assert_eq!(
+            count(&out, "emails_queued"),
+            100,
+            "{}: {:?}",
+            t.name,
+            out.summary
+        );
+        let again = run_tz(
+            &t,
+            "notifications/send-promotional-notifications",
+            now,
+            chrono_tz::UTC,
+            json!({}),
+        )
+        .await
+        .expect("second run");
+        // The cap is per run: the second run reaches the 5 users left, never one twice.
+        eprintln!(
+            "{}: second run queued {}",
+            t.name,
+            count(&again, "emails_queued")
+        );
+        assert_eq!(
+            t.int("SELECT COUNT(DISTINCT recipient) FROM email_outbox")
+                .await,
+            t.int("SELECT COUNT(*) FROM email_outbox").await,
+            "{}",
+            t.name
+        );
+    }
+}
