@@ -67,7 +67,9 @@ fn named(expr: &str) -> Option<String> {
     }
     // EVERY_DAY_AT_1AM .. EVERY_DAY_AT_11PM
     let at = expr.strip_prefix("EVERY_DAY_AT_")?;
-    let (num, half) = at.split_at(at.len().checked_sub(2)?);
+    // The last two bytes must be a whole "AM"/"PM": split only on a character boundary.
+    let split = at.len().checked_sub(2).filter(|&i| at.is_char_boundary(i))?;
+    let (num, half) = at.split_at(split);
     let hour: u32 = num.parse().ok().filter(|h| (1..=11).contains(h))?;
     let hour = match half {
         "AM" => hour,
