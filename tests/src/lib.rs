@@ -312,7 +312,34 @@ impl ControlPlane {
     pub async fn start(&mut self) {
         let url = self.url();
         self.proc.start();
-        self.client = Some(wait_control_plane_ready(&mut self.proc, &url).await);
+        match wait_control_plane_ready(&mut self.proc, &url).await {
+            Ok(api) => self.client = Some(api),
+            Err(PortTaken) => exited_panic(&mut self.proc, "answering GetStatus (port taken)"),
+        }
+    }
+
+    /// First start: like [`Self::start`], but on fresh ports when the picked ones were taken
+    /// before the process could bind them.
+    async fn start_on_free_ports(&mut self) {
+        for attempt in 1..=3 {
+            let url = self.url();
+            self.proc.start();
+            match wait_control_plane_ready(&mut self.proc, &url).await {
+                Ok(api) => {
+                    self.client = Some(api);
+                    return;
+                }
+                Err(PortTaken) if attempt < 3 => {
+                    self.grpc_addr = free_addr();
+                    self.http_addr = free_addr();
+                    self.proc
+                        .set_env("TICKETMAX_GRPC_ADDR", &self.grpc_addr.to_string());
+                    self.proc
+                        .set_env("TICKETMAX_HTTP_ADDR", &self.http_addr.to_string());
+                }
+                Err(PortTaken) => exited_panic(&mut self.proc, "answering GetStatus (port taken)"),
+            }
+        }
     }
 
     /// SIGKILL.
@@ -346,13 +373,39 @@ impl Executor {
     pub async fn start(&mut self) {
         let since = Utc::now() - chrono::Duration::seconds(1);
         self.proc.start();
-        wait_executor_live(
+        let live = wait_executor_live(
             &mut self.proc,
             &self.control_plane_url,
             &self.executor_id,
             since,
-        )
-        .await;
+        );
+        if let Err(PortTaken) = live.await {
+            exited_panic(&mut self.proc, "registering as live (port taken)");
+        }
+    }
+
+    /// First start: like [`Self::start`], but on a fresh port when the picked one was taken
+    /// before the process could bind it.
+    async fn start_on_free_port(&mut self) {
+        for attempt in 1..=3 {
+            let since = Utc::now() - chrono::Duration::seconds(1);
+            self.proc.start();
+            let live = wait_executor_live(
+                &mut self.proc,
+                &self.control_plane_url,
+                &self.executor_id,
+                since,
+            );
+            match live.await {
+                Ok(()) => return,
+                Err(PortTaken) if attempt < 3 => {
+                    self.addr = free_addr();
+                    self.proc
+                        .set_env("TICKETMAX_EXECUTOR_ADDR", &self.addr.to_string());
+                }
+                Err(PortTaken) => exited_panic(&mut self.proc, "registering as live (port taken)"),
+            }
+        }
     }
 
     pub async fn kill(&mut self) {
@@ -389,17 +442,30 @@ fn exited_panic(proc: &mut Proc, what: &str) -> ! {
     )
 }
 
-async fn wait_control_plane_ready(proc: &mut Proc, url: &str) -> Api {
+/// The process exited before it was ready because its port was taken meanwhile (free ports are
+/// picked before the process binds them, so another process can get there first).
+#[derive(Debug)]
+struct PortTaken;
+
+fn exited(proc: &mut Proc, what: &str) -> PortTaken {
+    let tail = proc.log_tail(400).to_ascii_lowercase();
+    if tail.contains("address already in use") || tail.contains("os error 98") {
+        return PortTaken;
+    }
+    exited_panic(proc, what)
+}
+
+async fn wait_control_plane_ready(proc: &mut Proc, url: &str) -> Result<Api, PortTaken> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last;
     loop {
         if !proc.is_running() {
-            exited_panic(proc, "answering GetStatus");
+            return Err(exited(proc, "answering GetStatus"));
         }
         match connect_api(url).await {
             Ok(mut api) => {
                 match tokio::time::timeout(secs(3), api.get_status(GetStatusRequest {})).await {
-                    Ok(Ok(_)) => return api,
+                    Ok(Ok(_)) => return Ok(api),
                     Ok(Err(status)) => last = format!("GetStatus: {status}"),
                     Err(_) => last = "GetStatus timed out".into(),
                 }
@@ -419,12 +485,17 @@ async fn wait_control_plane_ready(proc: &mut Proc, url: &str) -> Api {
     }
 }
 
-async fn wait_executor_live(proc: &mut Proc, cp_url: &str, id: &str, since: DateTime<Utc>) {
+async fn wait_executor_live(
+    proc: &mut Proc,
+    cp_url: &str,
+    id: &str,
+    since: DateTime<Utc>,
+) -> Result<(), PortTaken> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last;
     loop {
         if !proc.is_running() {
-            exited_panic(proc, "registering as live");
+            return Err(exited(proc, "registering as live"));
         }
         match connect_api(cp_url).await {
             Ok(mut api) => match api.get_status(GetStatusRequest {}).await {
@@ -440,7 +511,7 @@ async fn wait_executor_live(proc: &mut Proc, cp_url: &str, id: &str, since: Date
                             if e.live
                                 && (fresh(&e.last_heartbeat_at) || fresh(&e.registered_at)) =>
                         {
-                            return;
+                            return Ok(());
                         }
                         Some(e) => last = format!("listed but not (freshly) live: {e:?}"),
                         None => {
@@ -613,7 +684,7 @@ impl TestAppBuilder {
         }
         // Start replicas one after the other: the first one runs the store's migrations.
         for cp in &mut app.control_planes {
-            cp.start().await;
+            cp.start_on_free_ports().await;
         }
 
         for i in 1..=self.executors {
@@ -655,7 +726,7 @@ impl TestAppBuilder {
         }
         for ex in &mut app.executors {
             if self.wait_for_executors {
-                ex.start().await;
+                ex.start_on_free_port().await;
             } else {
                 ex.proc.start();
             }
