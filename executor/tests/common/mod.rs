@@ -31,6 +31,34 @@ pub struct TestDb {
     pub db: DatabaseConnection,
     pub dialect: Dialect,
     pub dirs: Dirs,
+    /// (server URL, database name) of a Postgres database to drop when the test ends.
+    scratch: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((server, name)) = self.scratch.take() else {
+            return;
+        };
+        // Drop runs outside async code: a short-lived runtime on its own thread does the DROP.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(admin) = db::connect(&server).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// A migrated SQLite database, plus a migrated Postgres one when configured.
@@ -50,7 +78,7 @@ pub async fn databases() -> Vec<TestDb> {
     ))
     .await
     .expect("sqlite");
-    out.push(migrated("sqlite", sqlite, dirs.clone()).await);
+    out.push(migrated("sqlite", sqlite, dirs.clone(), None).await);
     match std::env::var("TICKETMAX_TEST_DATABASE_URL") {
         Ok(server) if !server.is_empty() => {
             let admin = db::connect(&server).await.expect("postgres server");
@@ -63,14 +91,19 @@ pub async fn databases() -> Vec<TestDb> {
             let pg = db::connect(&format!("{base}/{name}"))
                 .await
                 .expect("test db");
-            out.push(migrated("postgres", pg, dirs).await);
+            out.push(migrated("postgres", pg, dirs, Some((server.clone(), name))).await);
         }
         _ => eprintln!("TICKETMAX_TEST_DATABASE_URL is unset: testing on SQLite only"),
     }
     out
 }
 
-async fn migrated(name: &'static str, db: DatabaseConnection, dirs: Dirs) -> TestDb {
+async fn migrated(
+    name: &'static str,
+    db: DatabaseConnection,
+    dirs: Dirs,
+    scratch: Option<(String, String)>,
+) -> TestDb {
     ticketmax_executor::schema::Migrator::up(&db, None)
         .await
         .expect("migrations");
@@ -80,6 +113,7 @@ async fn migrated(name: &'static str, db: DatabaseConnection, dirs: Dirs) -> Tes
         db,
         dialect,
         dirs,
+        scratch,
     }
 }
 
