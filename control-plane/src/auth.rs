@@ -299,3 +299,123 @@ mod tests {
         assert!(a.allow_trigger("bob").is_ok());
     }
 }
+
+/// Issue 8: any configuration text and any credentials get an answer, never a panic; a
+/// configured token is recognised whatever its name, and nothing else is.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use tonic::metadata::MetadataValue;
+
+    fn with_auth(value: &str) -> Option<MetadataMap> {
+        let v: MetadataValue<_> = value.parse().ok()?;
+        let mut m = MetadataMap::new();
+        m.insert("authorization", v);
+        Some(m)
+    }
+
+    fn config_text() -> impl Strategy<Value = String> {
+        let entry = prop_oneof![
+            (
+                "\\PC{0,12}",
+                "viewer|operator|root|\\PC{0,8}",
+                "[0-9a-fA-F]{64}"
+            )
+                .prop_map(|(n, r, h)| format!("{n}:{r}:{h}")),
+            "[a-z]{1,8}:(viewer|operator):[0-9a-f]{0,70}",
+            ".{0,80}",
+            "[:,\n ]{0,10}",
+        ];
+        prop::collection::vec(entry, 0..6).prop_map(|v| v.join(","))
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,80}",
+            "(Bearer|bearer|BEARER|Basic|) {0,3}[ -~]{0,80}",
+            Just("Bearer".to_string()),
+            Just("Bearer ".to_string()),
+            Just("Bearer op-secret".to_string()),
+            Just("Bearer view-secret".to_string()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_configuration_never_panics(
+            cfg in config_text(),
+            exec in proptest::option::of("\\PC{0,40}"),
+            rate in any::<u32>(),
+            value in header(),
+        ) {
+            if let Ok(a) = Auth::new(Some(&cfg), exec, rate) {
+                let md = with_auth(&value).unwrap_or_default();
+                for need in [Role::Viewer, Role::Operator] {
+                    match a.require(&md, need, "Method") {
+                        Ok(Some(p)) => prop_assert!(p.role >= need),
+                        Ok(None) => prop_assert!(!a.api_tokens_configured()),
+                        Err(s) => prop_assert!(matches!(
+                            s.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        )),
+                    }
+                }
+                let _ = a.require_executor(&md);
+                let _ = a.allow_trigger(&value);
+                let _ = a.allow_trigger(&value);
+            }
+        }
+
+        #[test]
+        fn arbitrary_credentials_are_refused_and_never_echoed(value in header()) {
+            let cfg = format!(
+                "alice:operator:{},dash:viewer:{}",
+                sha256_hex("op-secret"),
+                sha256_hex("view-secret")
+            );
+            let a = Auth::new(Some(&cfg), Some("ex-secret".into()), 3).unwrap();
+            let Some(md) = with_auth(&value) else { return Ok(()) };
+            let token = bearer(&md);
+            match a.require(&md, Role::Operator, "TriggerJob") {
+                Ok(p) => prop_assert_eq!(token, Some("op-secret"), "{:?}", p),
+                Err(s) => {
+                    prop_assert!(token != Some("op-secret"));
+                    if let Some(t) = token.filter(|t| t.len() >= 4) {
+                        prop_assert!(!s.message().contains(t), "{} echoes {t}", s.message());
+                    }
+                }
+            }
+            prop_assert_eq!(a.require_executor(&md).is_ok(), token == Some("ex-secret"));
+        }
+
+        #[test]
+        fn a_configured_token_is_recognised_whatever_its_name(
+            name in "[^:,\n\\s][^:,\n]{0,30}[^:,\n\\s]|[^:,\n\\s]",
+            secret in "[!-~]{1,60}",
+            other in "[!-~]{1,60}",
+            operator in any::<bool>(),
+        ) {
+            let role = if operator { "operator" } else { "viewer" };
+            let a = Auth::new(Some(&format!("{name}:{role}:{}", sha256_hex(&secret))), None, 0)
+                .map_err(|e| TestCaseError::fail(format!("{name:?}: {e}")))?;
+            let md = with_auth(&format!("Bearer {secret}")).unwrap();
+            let who = a.require(&md, Role::Viewer, "GetRun").unwrap().unwrap();
+            prop_assert_eq!(&who.name, name.trim());
+            prop_assert_eq!(a.require(&md, Role::Operator, "TriggerJob").is_ok(), operator);
+            if other != secret {
+                let md = with_auth(&format!("Bearer {other}")).unwrap();
+                prop_assert_eq!(
+                    a.require(&md, Role::Viewer, "GetRun").unwrap_err().code(),
+                    tonic::Code::Unauthenticated
+                );
+            }
+        }
+    }
+}

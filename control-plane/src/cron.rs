@@ -68,7 +68,10 @@ fn named(expr: &str) -> Option<String> {
     // EVERY_DAY_AT_1AM .. EVERY_DAY_AT_11PM
     let at = expr.strip_prefix("EVERY_DAY_AT_")?;
     // The last two bytes must be a whole "AM"/"PM": split only on a character boundary.
-    let split = at.len().checked_sub(2).filter(|&i| at.is_char_boundary(i))?;
+    let split = at
+        .len()
+        .checked_sub(2)
+        .filter(|&i| at.is_char_boundary(i))?;
     let (num, half) = at.split_at(split);
     let hour: u32 = num.parse().ok().filter(|h| (1..=11).contains(h))?;
     let hour = match half {
@@ -341,5 +344,169 @@ mod tests {
             ticks,
             vec![utc("2026-10-25T00:30:00Z"), utc("2026-10-25T02:00:00Z")]
         );
+    }
+}
+
+/// Issue 8: whatever a caller sends as a schedule or a timezone gets an answer, never a panic;
+/// and every well-formed expression (fields within their ranges) is accepted and fires.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces a cron expression (or a near miss) is made of, including the named forms.
+    fn cronish() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("*".to_string()),
+            Just("?".to_string()),
+            Just("L".to_string()),
+            Just("W".to_string()),
+            Just("#".to_string()),
+            Just("MON-FRI".to_string()),
+            Just("JAN".to_string()),
+            Just("@daily".to_string()),
+            Just("@every".to_string()),
+            Just("EVERY_".to_string()),
+            Just("EVERY_DAY_AT_".to_string()),
+            Just("_HOURS".to_string()),
+            Just("AM".to_string()),
+            Just("PM".to_string()),
+            Just("€".to_string()),
+            Just("ä".to_string()),
+            (0u64..100_000).prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[0-9*,/#LW?-]{1,12}",
+            "\\PC{1,4}",
+        ];
+        let sep = prop_oneof![
+            Just(" "),
+            Just(""),
+            Just("  "),
+            Just("\t"),
+            Just(","),
+            Just("/"),
+            Just("-")
+        ];
+        prop::collection::vec((token, sep), 0..10).prop_map(|parts| {
+            parts
+                .into_iter()
+                .map(|(t, s)| format!("{t}{s}"))
+                .collect::<String>()
+        })
+    }
+
+    /// A timezone-ish string: real names, their near misses, and anything.
+    fn zoneish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(chrono_tz::TZ_VARIANTS.to_vec())
+                .prop_map(|z| z.name().to_string()),
+            prop::sample::select(chrono_tz::TZ_VARIANTS.to_vec())
+                .prop_map(|z| z.name().to_lowercase()),
+            "[A-Za-z_/+-]{0,40}",
+            "\\PC{0,50}",
+            ".{0,300}",
+        ]
+    }
+
+    /// One field: `*`, a value, a range, a step, or a list, within `lo..=hi`.
+    fn field(lo: u32, hi: u32) -> impl Strategy<Value = String> {
+        let value = lo..=hi;
+        prop_oneof![
+            Just("*".to_string()),
+            value.clone().prop_map(|v| v.to_string()),
+            (value.clone(), value.clone()).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            (1..=(hi - lo + 1)).prop_map(|n| format!("*/{n}")),
+            (value.clone(), 1..=(hi - lo + 1)).prop_map(|(a, n)| format!("{a}/{n}")),
+            prop::collection::btree_set(value, 1..5).prop_map(|s| s
+                .into_iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")),
+        ]
+    }
+
+    /// A valid expression, 5 or 6 fields. Days of month stop at 28 so that every month has them.
+    fn valid_cron() -> impl Strategy<Value = String> {
+        (
+            any::<bool>(),
+            field(0, 59),
+            field(0, 59),
+            field(0, 23),
+            field(1, 28),
+            field(1, 12),
+            field(0, 6),
+        )
+            .prop_map(|(seconds, s, m, h, dom, mon, dow)| {
+                if seconds {
+                    format!("{s} {m} {h} {dom} {mon} {dow}")
+                } else {
+                    format!("{m} {h} {dom} {mon} {dow}")
+                }
+            })
+    }
+
+    /// Found by `cron_like_strings_never_panic`: a multi-byte character where `AM`/`PM` goes
+    /// made the named-schedule parser slice inside it.
+    #[test]
+    fn named_schedule_with_multibyte_suffix_is_an_error_not_a_panic() {
+        for e in [
+            "EVERY_DAY_AT_€",
+            "EVERY_DAY_AT_1€",
+            "EVERY_DAY_AT_ä",
+            "EVERY_DAY_AT_11ÄM",
+        ] {
+            assert!(
+                matches!(Schedule::parse(e, "UTC"), Err(ScheduleError::Cron { .. })),
+                "{e}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_text_never_panics(expr in "\\PC{0,64}", tz in zoneish()) {
+            let _ = Schedule::parse(&expr, &tz);
+            let _ = Schedule::parse(&expr, "UTC");
+            let _ = parse_timezone(&tz);
+        }
+
+        #[test]
+        fn any_unicode_and_long_strings_never_panic(expr in ".{0,400}", tz in ".{0,400}") {
+            let _ = Schedule::parse(&expr, "Europe/Berlin");
+            let _ = parse_timezone(&tz);
+            prop_assert!(Schedule::parse(&"* ".repeat(150), "UTC").is_err());
+        }
+
+        #[test]
+        fn cron_like_strings_never_panic(expr in cronish(), tz in zoneish()) {
+            for e in [expr.clone(), format!("EVERY_DAY_AT_{expr}"), format!("EVERY_{expr}_HOURS")] {
+                if let Ok(s) = Schedule::parse(&e, &tz) {
+                    // Whatever is accepted can be used by the scheduler.
+                    let now = Utc::now();
+                    let _ = s.next_after(now);
+                    let _ = s.latest_at_or_before(now);
+                }
+                let _ = Schedule::parse(&e, "UTC");
+            }
+        }
+
+        #[test]
+        fn well_formed_expressions_parse_and_fire_after_now(
+            expr in valid_cron(),
+            zone in prop::sample::select(chrono_tz::TZ_VARIANTS.to_vec()),
+        ) {
+            let s = Schedule::parse(&expr, zone.name())
+                .map_err(|e| TestCaseError::fail(format!("{expr:?} in {zone}: {e}")))?;
+            prop_assert_eq!(s.normalized.split_whitespace().count(), 6);
+            let now = Utc::now();
+            let next = s.next_after(now);
+            prop_assert!(next.is_some_and(|n| n > now), "{expr:?} in {zone}: next {next:?}");
+        }
     }
 }
