@@ -123,12 +123,10 @@ pub fn run_json(r: &v1::Run) -> Value {
     })
 }
 
-async fn status(State(h): State<Http>) -> Response {
-    match h
-        .api
-        .get_status(Request::new(v1::GetStatusRequest {}))
-        .await
-    {
+async fn status(State(h): State<Http>, headers: HeaderMap) -> Response {
+    let mut req = Request::new(v1::GetStatusRequest {});
+    with_credentials(&mut req, &headers);
+    match h.api.get_status(req).await {
         Ok(resp) => {
             let s = resp.into_inner();
             let jobs: Vec<Value> = s
@@ -167,6 +165,15 @@ async fn status(State(h): State<Http>) -> Response {
     }
 }
 
+/// Credentials travel like gRPC metadata, so the same checks apply to both doors.
+fn with_credentials<T>(req: &mut Request<T>, headers: &HeaderMap) {
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok())
+        && let Ok(v) = auth.parse()
+    {
+        req.metadata_mut().insert("authorization", v);
+    }
+}
+
 async fn trigger(State(h): State<Http>, headers: HeaderMap, job: &'static str) -> Response {
     let key = headers
         .get("idempotency-key")
@@ -178,12 +185,7 @@ async fn trigger(State(h): State<Http>, headers: HeaderMap, job: &'static str) -
         idempotency_key: key,
         params: None,
     });
-    // Credentials travel like gRPC metadata, so the same checks apply to both doors.
-    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        if let Ok(v) = auth.parse() {
-            req.metadata_mut().insert("authorization", v);
-        }
-    }
+    with_credentials(&mut req, &headers);
     match h.api.trigger_job(req).await {
         Ok(run) => {
             let run = run.into_inner();
