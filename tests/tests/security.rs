@@ -676,6 +676,17 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
         .await;
     let mut api = api(grpc).await;
     pause_everything(&mut api, OPERATOR_SECRET).await;
+    // Every trigger makes a queued run (not SKIPPED behind the previous one).
+    api.update_job(req(
+        UpdateJobRequest {
+            name: CANCEL_EXPIRED.into(),
+            overlap_policy: v1::OverlapPolicy::Allow.into(),
+            ..Default::default()
+        },
+        Some(OPERATOR_SECRET),
+    ))
+    .await
+    .unwrap();
 
     // A run (queued: there is no executor) and a report to read.
     let first = api
@@ -857,6 +868,7 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
 
     // The per-token trigger rate limit: 3 a minute for "limited", whatever the door.
     let runs_now = || async { scalar::<i64>(&sys.control, "SELECT count(*) FROM runs").await };
+    let mut limited_runs = Vec::new();
     for i in 0..3 {
         let r = api
             .trigger_job(req(
@@ -867,7 +879,10 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
                 Some(LIMITED_SECRET),
             ))
             .await;
-        assert!(r.is_ok(), "trigger {i}: {r:?}");
+        limited_runs.push(
+            r.unwrap_or_else(|s| panic!("trigger {i}: {s:?}"))
+                .into_inner(),
+        );
     }
     let count = runs_now().await;
     let r = api
@@ -885,7 +900,8 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
         .unwrap();
     assert_eq!(code, 429, "{body}");
     assert_eq!(runs_now().await, count, "a refused trigger created a run");
-    // Another token has its own budget.
+    // Per token: "limited" used its own 3, not alice's; alice has used 3 too, over both doors
+    // (gRPC twice, HTTP once), so she is out as well.
     let r = api
         .trigger_job(req(
             TriggerJobRequest {
@@ -895,8 +911,11 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
             Some(OPERATOR_SECRET),
         ))
         .await;
-    assert!(r.is_ok(), "{r:?}");
-    let queued = r.unwrap().into_inner();
+    assert_eq!(code_of(&r), Code::ResourceExhausted, "{r:?}");
+    assert_eq!(runs_now().await, count, "a refused trigger created a run");
+    let queued = limited_runs.pop().unwrap();
+    assert_eq!(queued.state(), RunState::Queued, "{queued:#?}");
+    assert_eq!(queued.triggered_by, "limited");
 
     // Bad inputs: each gets its status and changes nothing.
     bad_inputs(&sys, &mut api, &ctx, &queued.id).await;
