@@ -50,11 +50,17 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     let fmt_layer = if json {
         fmt::layer()
             .json()
+            .with_writer(std::io::stderr)
             .with_current_span(true)
             .with_span_list(false)
             .boxed()
     } else {
-        fmt::layer().with_target(false).boxed()
+        use std::io::IsTerminal;
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .boxed()
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")

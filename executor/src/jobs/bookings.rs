@@ -7,7 +7,7 @@ use super::aggregates::{self, count};
 use super::inventory::{id_list, release_tickets, released_rows};
 use super::mailing::Mailing;
 use super::window::{day_offset, last_seven_days};
-use super::{ChunkDone, ChunkStep, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, returned_ids, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
@@ -41,6 +41,7 @@ impl CancelExpiredBookings {
 
 struct CancelExpiredChunk {
     batch: u64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -57,6 +58,7 @@ impl ChunkStep for CancelExpiredChunk {
             "Booking expired: no successful payment within {BOOKING_HOLD_MINUTES} minutes"
         ));
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         let rule = CancelExpiredBookings::expired("b", &cutoff);
         // The rule is evaluated again by the UPDATE on the row it locks, so a booking confirmed
         // (or paid) by another connection after the sub-select is left alone.
@@ -66,7 +68,10 @@ impl ChunkStep for CancelExpiredChunk {
              WHERE id IN (SELECT id FROM picked) AND {recheck} \
              RETURNING id, event_id, quantity",
             picked = ctx.dialect.picked(
-                &format!("SELECT b.id FROM bookings b WHERE {rule} ORDER BY b.id LIMIT {limit}"),
+                &format!(
+                    "SELECT b.id FROM bookings b WHERE {rule} AND b.id > {after} \
+                     ORDER BY b.id LIMIT {limit}"
+                ),
                 "b"
             ),
             recheck = CancelExpiredBookings::expired("bookings", &cutoff),
@@ -80,6 +85,7 @@ impl ChunkStep for CancelExpiredChunk {
         if released.is_empty() {
             return Ok(ChunkDone::default());
         }
+        self.cursor.advance(released.iter().map(|r| r.booking_id));
         let tickets = release_tickets(txn, ctx.dialect, &released)
             .await
             .context("releasing tickets of expired bookings")?;
@@ -132,7 +138,10 @@ impl Task for CancelExpiredBookings {
         let total = count(q, ctx, "counting expired bookings").await?;
         run_chunks(
             ctx,
-            &CancelExpiredChunk { batch },
+            &CancelExpiredChunk {
+                batch,
+                cursor: Cursor::default(),
+            },
             total,
             "expired bookings",
         )
@@ -203,6 +212,7 @@ pub struct ProcessRefundRequests;
 
 struct RefundChunk {
     batch: u64,
+    cursor: Cursor,
 }
 
 const REFUND_REQUESTED: &str =
@@ -217,12 +227,13 @@ impl ChunkStep for RefundChunk {
     ) -> Result<ChunkDone, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         q.push(&format!(
             "SELECT b.id, b.total_amount, e.starts_at, b.refund_requested_at, b.cancelled_at, \
              (SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM payments p \
               WHERE p.booking_id = b.id AND p.status = 'success') \
              FROM bookings b LEFT JOIN events e ON e.id = b.event_id \
-             WHERE {REFUND_REQUESTED} ORDER BY b.id LIMIT {limit}{lock}",
+             WHERE {REFUND_REQUESTED} AND b.id > {after} ORDER BY b.id LIMIT {limit}{lock}",
             lock = ctx.dialect.skip_locked_of("b"),
         ));
         let rows = q
@@ -267,6 +278,7 @@ impl ChunkStep for RefundChunk {
             ));
             statuses.push_str(&format!(" WHEN {idp} THEN {}", q.bind(status.to_owned())));
         }
+        self.cursor.advance(decisions.iter().map(|(id, _)| *id));
         let ids = id_list(decisions.iter().map(|(id, _)| *id));
         q.push(&format!(
             "UPDATE bookings SET refund_processed = TRUE, refund_processed_at = {now}, \
@@ -374,7 +386,11 @@ impl Task for ProcessRefundRequests {
         ));
         let total = count(q, ctx, "counting refund requests").await?;
         let batch = ctx.batch_size(200)?;
-        run_chunks(ctx, &RefundChunk { batch }, total, "refund requests").await?;
+        let step = RefundChunk {
+            batch,
+            cursor: Cursor::default(),
+        };
+        run_chunks(ctx, &step, total, "refund requests").await?;
         ctx.info(format!(
             "Processed {} refund requests: {} full, {} partial, {} denied",
             ctx.count("processed"),
@@ -435,6 +451,7 @@ fn old_cancelled(b: &str, cutoff: &str) -> String {
 
 struct DeleteCancelledChunk {
     batch: u64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -447,21 +464,22 @@ impl ChunkStep for DeleteCancelledChunk {
         let mut q = Sql::new(ctx.dialect);
         let cutoff = q.bind(ctx.now - Duration::days(CANCELLED_RETENTION_DAYS));
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         q.push(&format!(
-            "{}DELETE FROM bookings WHERE id IN (SELECT id FROM picked) AND {}",
+            "{}DELETE FROM bookings WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
             ctx.dialect.picked(
                 &format!(
-                    "SELECT b.id FROM bookings b WHERE {} ORDER BY b.id LIMIT {limit}",
+                    "SELECT b.id FROM bookings b WHERE {} AND b.id > {after} \
+                     ORDER BY b.id LIMIT {limit}",
                     old_cancelled("b", &cutoff)
                 ),
                 "b"
             ),
             old_cancelled("bookings", &cutoff),
         ));
-        let deleted = q
-            .execute(txn)
-            .await
-            .context("deleting old cancelled bookings")?;
+        let ids = returned_ids(q, txn, "deleting old cancelled bookings").await?;
+        self.cursor.advance(ids.iter().copied());
+        let deleted = ids.len() as u64;
         Ok(ChunkDone {
             handled: deleted,
             counts: vec![("deleted", deleted)],
@@ -488,7 +506,10 @@ impl Task for CleanupOldCancelledBookings {
         let batch = ctx.batch_size(1000)?;
         run_chunks(
             ctx,
-            &DeleteCancelledChunk { batch },
+            &DeleteCancelledChunk {
+                batch,
+                cursor: Cursor::default(),
+            },
             total,
             "old cancelled bookings",
         )

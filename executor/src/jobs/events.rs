@@ -7,7 +7,7 @@ use super::aggregates::count;
 use super::bookings::booking_payload;
 use super::mailing::Mailing;
 use super::window::{Window, day_offset, iso_week};
-use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, aggregates, returned_ids, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
 
@@ -35,6 +35,7 @@ fn archivable(e: &str, cutoff: &str) -> String {
 
 struct ArchiveChunk {
     batch: u64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -48,19 +49,23 @@ impl ChunkStep for ArchiveChunk {
         let now = q.bind(ctx.now);
         let cutoff = q.bind(ctx.now - Duration::days(ARCHIVE_AFTER_DAYS));
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{}UPDATE events SET archived = TRUE, archived_at = {now} \
-             WHERE id IN (SELECT id FROM picked) AND {}",
+             WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
             ctx.dialect.picked(
                 &format!(
-                    "SELECT e.id FROM events e WHERE {} ORDER BY e.id LIMIT {limit}",
+                    "SELECT e.id FROM events e WHERE {} AND e.id > {after} \
+                     ORDER BY e.id LIMIT {limit}",
                     archivable("e", &cutoff)
                 ),
                 "e"
             ),
             archivable("events", &cutoff)
         ));
-        let archived = q.execute(txn).await.context("archiving past events")?;
+        let ids = returned_ids(q, txn, "archiving past events").await?;
+        self.cursor.advance(ids.iter().copied());
+        let archived = ids.len() as u64;
         Ok(ChunkDone {
             handled: archived,
             counts: vec![("archived", archived)],
@@ -88,6 +93,7 @@ impl Task for ArchivePastEvents {
             ctx,
             &ArchiveChunk {
                 batch: ctx.batch_size(500)?,
+                cursor: Cursor::default(),
             },
             total,
             "past events",

@@ -6,7 +6,7 @@ use sea_orm::DatabaseTransaction;
 
 use super::aggregates::count;
 use super::inventory::id_list;
-use super::{ChunkDone, ChunkStep, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, TaskContext, TaskError};
@@ -67,6 +67,7 @@ impl Mailing<'_> {
             mailing: self,
             batch: ctx.batch_size(500)?,
             remaining: AtomicU64::new(self.limit.unwrap_or(u64::MAX)),
+            cursor: Cursor::default(),
         };
         run_chunks(ctx, &step, total, self.kind).await
     }
@@ -76,6 +77,7 @@ struct MailingChunk<'a> {
     mailing: &'a Mailing<'a>,
     batch: u64,
     remaining: AtomicU64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -94,12 +96,13 @@ impl ChunkStep for MailingChunk<'_> {
         let now = q.bind(ctx.now);
         let from = m.candidates(&mut q);
         let limit = q.bind(limit as i64);
+        let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{picked}UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \
              WHERE id IN (SELECT id FROM picked) AND {flag} = FALSE AND {recheck} RETURNING id",
             picked = ctx.dialect.picked(
                 &format!(
-                    "SELECT {a}.id {from} ORDER BY {a}.id LIMIT {limit}",
+                    "SELECT {a}.id {from} AND {a}.id > {after} ORDER BY {a}.id LIMIT {limit}",
                     a = m.alias
                 ),
                 m.alias
@@ -122,6 +125,7 @@ impl ChunkStep for MailingChunk<'_> {
         }
         self.remaining
             .fetch_sub(ids.len() as u64, Ordering::Relaxed);
+        self.cursor.advance(ids.iter().copied());
         let mut mail = Sql::new(ctx.dialect);
         OutboxInsert {
             kind: m.kind,

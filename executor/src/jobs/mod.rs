@@ -31,6 +31,41 @@ pub fn registry() -> TaskRegistry {
     r
 }
 
+/// Keyset position of a chunked job: each chunk picks rows after the highest id the previous
+/// chunks handled, so a chunk near the end of a large table costs what the first one did (an
+/// `ORDER BY id LIMIT n` from the start walks past every row already handled, and past dead
+/// index entries of deleted rows, making a whole run quadratic).
+#[derive(Default)]
+pub struct Cursor(std::sync::atomic::AtomicI64);
+
+impl Cursor {
+    pub fn after(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, ids: impl IntoIterator<Item = i64>) {
+        if let Some(max) = ids.into_iter().max() {
+            self.0.fetch_max(max, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The ids a `... RETURNING id` statement gave back.
+pub async fn returned_ids(
+    q: crate::db::Sql,
+    txn: &DatabaseTransaction,
+    what: &str,
+) -> Result<Vec<i64>, TaskError> {
+    use crate::tasks::DbContext as _;
+    q.fetch_all(txn)
+        .await
+        .context(what.to_owned())?
+        .iter()
+        .map(|r| crate::db::col::<i64>(r, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .context(format!("reading ids after {what}"))
+}
+
 /// What one chunk did: rows handled (0 ends the loop) and the counts to add to the summary.
 #[derive(Default)]
 pub struct ChunkDone {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::aggregates::count;
 use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
 use super::window::day_offset;
-use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, aggregates, returned_ids, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
@@ -73,6 +73,7 @@ impl StalePayments {
 struct StaleChunk<'a> {
     rule: &'a StalePayments,
     batch: u64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -89,6 +90,7 @@ impl ChunkStep for StaleChunk<'_> {
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         let reason = match rule.failure_reason {
             Some(r) => format!(", failure_reason = {}", q.bind(r.to_owned())),
             None => String::new(),
@@ -99,7 +101,8 @@ impl ChunkStep for StaleChunk<'_> {
             at = rule.at_column,
             picked = ctx.dialect.picked(
                 &format!(
-                    "SELECT p.id FROM payments p WHERE {} ORDER BY p.id LIMIT {limit}",
+                    "SELECT p.id FROM payments p WHERE {} AND p.id > {after} \
+                     ORDER BY p.id LIMIT {limit}",
                     rule.stale("p", &from, &cutoff)
                 ),
                 "p"
@@ -119,6 +122,7 @@ impl ChunkStep for StaleChunk<'_> {
             payment_ids.push(col::<i64>(row, 0).context("reading payment ids")?);
             booking_ids.push(col::<i64>(row, 1).context("reading payment booking ids")?);
         }
+        self.cursor.advance(payment_ids.iter().copied());
         booking_ids.sort_unstable();
         booking_ids.dedup();
         let released =
@@ -202,7 +206,11 @@ impl Task for StalePayments {
         let total = count(q, ctx, "counting stale payments").await?;
         run_chunks(
             ctx,
-            &StaleChunk { rule: self, batch },
+            &StaleChunk {
+                rule: self,
+                batch,
+                cursor: Cursor::default(),
+            },
             total,
             &format!("{} payments", self.from_status),
         )
@@ -234,6 +242,7 @@ fn old_failed(p: &str, cutoff: &str) -> String {
 
 struct DeleteFailedChunk {
     batch: u64,
+    cursor: Cursor,
 }
 
 #[async_trait::async_trait]
@@ -246,21 +255,22 @@ impl ChunkStep for DeleteFailedChunk {
         let mut q = Sql::new(ctx.dialect);
         let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
         let limit = q.bind(self.batch as i64);
+        let after = q.bind(self.cursor.after());
         q.push(&format!(
-            "{}DELETE FROM payments WHERE id IN (SELECT id FROM picked) AND {}",
+            "{}DELETE FROM payments WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
             ctx.dialect.picked(
                 &format!(
-                    "SELECT p.id FROM payments p WHERE {} ORDER BY p.id LIMIT {limit}",
+                    "SELECT p.id FROM payments p WHERE {} AND p.id > {after} \
+                     ORDER BY p.id LIMIT {limit}",
                     old_failed("p", &cutoff)
                 ),
                 "p"
             ),
             old_failed("payments", &cutoff),
         ));
-        let deleted = q
-            .execute(txn)
-            .await
-            .context("deleting old failed payments")?;
+        let ids = returned_ids(q, txn, "deleting old failed payments").await?;
+        self.cursor.advance(ids.iter().copied());
+        let deleted = ids.len() as u64;
         Ok(ChunkDone {
             handled: deleted,
             counts: vec![("deleted", deleted)],
@@ -287,7 +297,10 @@ impl Task for CleanupOldFailedPayments {
         let total = count(q, ctx, "counting old failed payments").await?;
         run_chunks(
             ctx,
-            &DeleteFailedChunk { batch },
+            &DeleteFailedChunk {
+                batch,
+                cursor: Cursor::default(),
+            },
             total,
             "old failed payments",
         )
