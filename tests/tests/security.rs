@@ -689,6 +689,7 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
     .unwrap();
 
     // A run (queued: there is no executor) and a report to read.
+    let alice_first = Instant::now();
     let first = api
         .trigger_job(req(
             TriggerJobRequest {
@@ -901,7 +902,9 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
     assert_eq!(code, 429, "{body}");
     assert_eq!(runs_now().await, count, "a refused trigger created a run");
     // Per token: "limited" used its own 3, not alice's; alice has used 3 too, over both doors
-    // (gRPC twice, HTTP once), so she is out as well.
+    // (gRPC twice, HTTP once), so she is out as well, unless 20 s went by since her first
+    // trigger (a slow machine) and the bucket refilled one.
+    let alice_out = alice_first.elapsed() < Duration::from_secs(18);
     let r = api
         .trigger_job(req(
             TriggerJobRequest {
@@ -911,8 +914,10 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
             Some(OPERATOR_SECRET),
         ))
         .await;
-    assert_eq!(code_of(&r), Code::ResourceExhausted, "{r:?}");
-    assert_eq!(runs_now().await, count, "a refused trigger created a run");
+    if alice_out {
+        assert_eq!(code_of(&r), Code::ResourceExhausted, "{r:?}");
+        assert_eq!(runs_now().await, count, "a refused trigger created a run");
+    }
     let queued = limited_runs.pop().unwrap();
     assert_eq!(queued.state(), RunState::Queued, "{queued:#?}");
     assert_eq!(queued.triggered_by, "limited");
@@ -920,6 +925,11 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
     // Bad inputs: each gets its status and changes nothing.
     bad_inputs(&sys, &mut api, &ctx, &queued.id).await;
 
+    let cp_log = sys.procs[0].log();
+    assert!(
+        cp_log.contains(" INFO ") && cp_log.contains("alice"),
+        "human-format log naming who did what: {cp_log}"
+    );
     sys.stop_and_assert_no_secret_in_logs().await;
 }
 
@@ -1333,10 +1343,10 @@ async fn bad_inputs(sys: &Sys, api: &mut Api, ctx: &Ctx, queued_run: &str) {
         let got_code = code_of(got);
         if got_code != *want {
             failures.push(format!("{what}: want {want:?}, got {got:?}"));
-        } else if let Err(s) = got {
-            if s.message().trim().is_empty() {
-                failures.push(format!("{what}: {want:?} without a message"));
-            }
+        } else if let Err(s) = got
+            && s.message().trim().is_empty()
+        {
+            failures.push(format!("{what}: {want:?} without a message"));
         }
     }
     assert!(failures.is_empty(), "bad inputs:\n{}", failures.join("\n"));
@@ -1479,7 +1489,24 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
     bad.address = "ftp://somewhere".into();
     let r = reg.register(req(bad, Some(EXECUTOR_SECRET))).await;
     assert_eq!(code_of(&r), Code::InvalidArgument, "{r:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The impostor process keeps trying; wait until it has been refused at least once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = sys
+            .procs
+            .iter()
+            .find(|p| p.name == "ex-impostor")
+            .unwrap()
+            .log();
+        if log.contains("wrong executor token") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the impostor is not told why: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let ids: String = scalar(
         &sys.control,
         "SELECT coalesce(string_agg(id || ':' || deregistered::text, ',' ORDER BY id), '') FROM executors",
@@ -1490,16 +1517,6 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
         &before,
         &control_snapshot(&sys).await,
         "impostor registry calls",
-    );
-    let impostor_log = sys
-        .procs
-        .iter()
-        .find(|p| p.name == "ex-impostor")
-        .unwrap()
-        .log();
-    assert!(
-        impostor_log.contains("wrong executor token"),
-        "the impostor is told why: {impostor_log}"
     );
 
     // Straight to the executor: RunJob and CancelRun without the secret are refused, and the
@@ -1588,6 +1605,20 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
     .await;
     assert_eq!(still, 0);
 
+    for p in &sys.procs {
+        let log = p.log();
+        let first = log.lines().next().unwrap_or("");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(first).is_ok(),
+            "{} does not log JSON: {first}",
+            p.name
+        );
+    }
+    let cp_log = sys.procs[0].log();
+    assert!(
+        cp_log.contains("alice"),
+        "the control plane's log names who paused the jobs"
+    );
     sys.stop_and_assert_no_secret_in_logs().await;
 }
 
