@@ -42,6 +42,8 @@ pub enum AuthConfigError {
     BadEntry(usize),
     #[error("TICKETMAX_API_TOKENS names '{0}' twice")]
     Duplicate(String),
+    #[error("TICKETMAX_API_TOKENS gives '{0}' and '{1}' the same token: each needs its own")]
+    SameToken(String, String),
 }
 
 pub struct Auth {
@@ -112,13 +114,19 @@ impl Auth {
             if !names.insert((*name).to_string()) {
                 return Err(AuthConfigError::Duplicate((*name).to_string()));
             }
-            tokens.insert(
+            // One secret under two names (and maybe two roles): the last one would silently win.
+            if let Some(earlier) = tokens.insert(
                 hash,
                 Principal {
                     name: (*name).to_string(),
                     role,
                 },
-            );
+            ) {
+                return Err(AuthConfigError::SameToken(
+                    earlier.name,
+                    (*name).to_string(),
+                ));
+            }
         }
         Ok(Self {
             tokens,
@@ -284,6 +292,21 @@ mod tests {
         assert_eq!(
             Auth::new(Some(&format!("a:viewer:{h},a:operator:{h}")), None, 0).err(),
             Some(AuthConfigError::Duplicate("a".into()))
+        );
+        // The same secret for a viewer and an operator used to make it the operator's.
+        assert_eq!(
+            Auth::new(Some(&format!("dash:viewer:{h},ops:operator:{h}")), None, 0).err(),
+            Some(AuthConfigError::SameToken("dash".into(), "ops".into()))
+        );
+        let upper = h.to_ascii_uppercase();
+        assert_eq!(
+            Auth::new(
+                Some(&format!("dash:viewer:{h},ops:operator:{upper}")),
+                None,
+                0
+            )
+            .err(),
+            Some(AuthConfigError::SameToken("dash".into(), "ops".into()))
         );
     }
 
