@@ -12,6 +12,7 @@ pub struct App {
     pub store: Store,
     pub config: Config,
     pub auth: Auth,
+    pub metrics: crate::metrics::Metrics,
     pub replica_id: String,
     /// Wakes the dispatcher as soon as a run is queued on this replica.
     pub dispatch_wake: Notify,
@@ -30,6 +31,7 @@ impl App {
             store,
             config,
             auth,
+            metrics: crate::metrics::Metrics::default(),
             replica_id,
             dispatch_wake: Notify::new(),
             events_wake: Notify::new(),

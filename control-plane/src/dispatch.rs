@@ -297,6 +297,11 @@ async fn finish(app: &SharedApp, run: &run::Model, from: &[&str], outcome: Outco
     tracing::Span::current().record("outcome", st);
     match app.store.finish(&run.id, run.attempt, from, outcome).await {
         Ok(Some(done)) => {
+            if let (Some(start), Some(end)) = (done.started_at, done.finished_at) {
+                #[allow(clippy::cast_precision_loss)]
+                let secs = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
+                app.metrics.run_finished(&done.job, st, secs);
+            }
             let summary = done.summary.clone().unwrap_or_else(|| "{}".into());
             tracing::info!(job = %done.job, run_id = %done.id, attempt = done.attempt, state = st, summary = %summary, "run {st}");
             app.record_state(&run.id, st, run.attempt, &message).await;

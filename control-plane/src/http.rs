@@ -210,7 +210,7 @@ async fn healthz(State(h): State<Http>) -> Response {
     }
 }
 
-fn escape_label(v: &str) -> String {
+pub fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -270,6 +270,23 @@ async fn metrics(State(h): State<Http>) -> Response {
         "ticketmax_replica_leader {}",
         i32::from(h.app.is_leader())
     );
+    let in_state = |want: &str| -> i64 {
+        counts
+            .iter()
+            .filter(|(_, st, _)| st == want)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_queue_depth Runs waiting to be dispatched."
+    );
+    let _ = writeln!(out, "# TYPE ticketmax_queue_depth gauge");
+    let _ = writeln!(out, "ticketmax_queue_depth {}", in_state("queued"));
+    let _ = writeln!(out, "# HELP ticketmax_running_runs Runs being executed.");
+    let _ = writeln!(out, "# TYPE ticketmax_running_runs gauge");
+    let _ = writeln!(out, "ticketmax_running_runs {}", in_state("running"));
+    h.app.metrics.render(&mut out);
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],

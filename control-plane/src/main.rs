@@ -7,6 +7,7 @@ mod config;
 mod cron;
 mod dispatch;
 mod http;
+mod metrics;
 mod scheduler;
 mod server;
 mod store;

@@ -230,6 +230,9 @@ async fn record_tick_in(
     match app.store.create_run(new).await {
         Ok(Created::New(run)) => {
             let lateness = (Utc::now() - tick).num_milliseconds();
+            #[allow(clippy::cast_precision_loss)]
+            app.metrics
+                .tick(lateness as f64 / 1000.0, run.state == store::state::SKIPPED);
             if run.state == store::state::SKIPPED {
                 tracing::info!(job = %job.name, run_id = %run.id, scheduled_for = %tick, reason = run.reason.as_deref().unwrap_or(""), "tick skipped");
                 app.record_state(
