@@ -1739,6 +1739,40 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
     assert!(plain.is_err(), "plaintext, yet: {plain:?}");
     let ok = status_over(https.clone(), Some(tls(&ca.pem(), Some(&client)))).await;
     assert_eq!(ok.as_deref(), Ok("active"), "CA-signed client certificate");
+
+    // Registration over mutual TLS (as an executor would; the executor binary has no TLS
+    // settings of its own yet): only with a CA-signed certificate, and only then a row.
+    let register = v1::RegisterRequest {
+        executor_id: "ex-tls".into(),
+        address: "https://127.0.0.1:1".into(),
+        jobs: vec![CANCEL_EXPIRED.into()],
+        version: "0.0.0".into(),
+    };
+    let refused = match channel(https.clone(), Some(tls(&ca.pem(), Some(&stranger)))).await {
+        Ok(ch) => ExecutorRegistryClient::new(ch)
+            .register(register.clone())
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{s:?}")),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    assert!(refused.is_err(), "registered with a foreign certificate");
+    let rows = || async {
+        scalar::<i64>(
+            &sys.control,
+            "SELECT count(*) FROM executors WHERE id = 'ex-tls'",
+        )
+        .await
+    };
+    assert_eq!(rows().await, 0);
+    let ch = channel(https.clone(), Some(tls(&ca.pem(), Some(&client))))
+        .await
+        .expect("mTLS connect");
+    ExecutorRegistryClient::new(ch)
+        .register(register)
+        .await
+        .expect("Register over mutual TLS");
+    assert_eq!(rows().await, 1);
     // The private keys are not logged either.
     for p in &mut sys.procs {
         p.kill().await;
