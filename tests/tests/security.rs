@@ -1785,3 +1785,55 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
         }
     }
 }
+
+/// A token configuration that cannot be meant stops the control plane at start-up, with a
+/// message that names the entry but not the hash.
+#[tokio::test]
+async fn misconfigured_tokens_stop_the_control_plane_with_a_clear_message() {
+    let h = sha256_hex(VIEWER_SECRET);
+    for (tokens, expect) in [
+        (
+            format!("dash:viewer:{h},ops:operator:{h}"),
+            "'dash' and 'ops' the same token",
+        ),
+        (
+            format!("dash:root:{h}"),
+            "entry 1 is not NAME:ROLE:SHA256HEX",
+        ),
+        (
+            format!(
+                "dash:viewer:{h},dash:operator:{}",
+                sha256_hex(OPERATOR_SECRET)
+            ),
+            "names 'dash' twice",
+        ),
+        (
+            "dash:viewer:abc".to_string(),
+            "entry 1 is not NAME:ROLE:SHA256HEX",
+        ),
+    ] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(binary(CONTROL_PLANE_BIN))
+                .env_clear()
+                .env("TICKETMAX_API_TOKENS", &tokens)
+                .env("TICKETMAX_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+                .env("TICKETMAX_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+                .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the control plane should refuse to start, not hang")
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{tokens}: started: {text}");
+        assert!(text.contains(expect), "{tokens}: {text}");
+        assert!(!text.contains(&h), "{tokens}: the hash is echoed: {text}");
+    }
+}
