@@ -214,6 +214,14 @@ pub struct Config {
         global = true
     )]
     pub mail_max_attempts: u32,
+    /// Most e-mails sent per second, to stay within the SMTP provider's limits (0: no limit).
+    #[arg(
+        long = "mail-rate-per-second",
+        env = "TICKETMAX_MAIL_RATE_PER_SECOND",
+        default_value_t = 0,
+        global = true
+    )]
+    pub mail_rate_per_second: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

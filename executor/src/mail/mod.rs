@@ -73,6 +73,9 @@ pub struct Sender {
     lease: chrono::Duration,
     max_attempts: i64,
     wake: Arc<Notify>,
+    /// Send-rate limit: the interval between two sends, and the next free slot.
+    pace: Option<Duration>,
+    next_slot: tokio::sync::Mutex<tokio::time::Instant>,
 }
 
 const BATCH: i64 = 50;
@@ -113,6 +116,9 @@ impl Sender {
             ),
             max_attempts: i64::from(config.mail_max_attempts.max(1)),
             wake,
+            pace: (config.mail_rate_per_second > 0)
+                .then(|| Duration::from_secs(1) / config.mail_rate_per_second),
+            next_slot: tokio::sync::Mutex::new(tokio::time::Instant::now()),
         })
     }
 
@@ -191,7 +197,22 @@ impl Sender {
     }
 
     /// One delivery, and the recording of its outcome, under an `smtp.send` span.
+    /// Waits for the next send slot when a rate limit is set.
+    async fn pace(&self) {
+        let Some(interval) = self.pace else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
     async fn deliver(&self, item: Claimed) {
+        self.pace().await;
         let transport = match &self.transport {
             Transport::Files(_) => "eml",
             Transport::Smtp(_) | Transport::SmtpTls(_) => "smtp",
