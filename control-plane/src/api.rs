@@ -559,9 +559,7 @@ impl JobService for JobApi {
                     .finish(&r.id, r.attempt, &[state::QUEUED], outcome)
                     .await?
                 {
-                    self.app
-                        .record_state(&r.id, state::CANCELLED, r.attempt, &reason)
-                        .await;
+                    self.app.events_wake.notify_waiters();
                     tracing::info!(run_id = %r.id, job = %r.job, "queued run cancelled");
                     return Ok(Response::new(run_to_proto(&done)));
                 }
@@ -744,6 +742,10 @@ fn watch(
         after: i64,
         buffered: std::collections::VecDeque<run_event::Model>,
         done: bool,
+        /// Whether the terminal state event went out; until then an ended run gets a short
+        /// grace for its last event (a skipped run's event follows its row).
+        terminal_sent: bool,
+        grace_polls: u8,
     }
     let cursor = Cursor {
         app,
@@ -751,12 +753,18 @@ fn watch(
         after,
         buffered: std::collections::VecDeque::new(),
         done: false,
+        terminal_sent: false,
+        grace_polls: 0,
     };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.buffered.pop_front() {
                 c.after = e.seq;
-                return Some((Ok(event_to_proto(&e)), c));
+                let event = event_to_proto(&e);
+                if let Some(v1::run_event::Kind::State(s)) = &event.kind {
+                    c.terminal_sent |= s.state().is_terminal();
+                }
+                return Some((Ok(event), c));
             }
             if c.done {
                 return None;
@@ -769,7 +777,11 @@ fn watch(
             };
             match c.app.store.events_after(&c.run_id, c.after, 500).await {
                 Ok(events) if !events.is_empty() => c.buffered.extend(events),
-                Ok(_) if ended => return None,
+                Ok(_) if ended && (c.terminal_sent || c.grace_polls >= 10) => return None,
+                Ok(_) if ended => {
+                    c.grace_polls += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Ok(_) => {
                     let wake = c.app.events_wake.notified();
                     let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;

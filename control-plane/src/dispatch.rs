@@ -289,11 +289,6 @@ async fn attempt_failed(app: &SharedApp, run: &run::Model, job: &job::Model, err
 /// Writes a terminal state (fenced) and its event.
 async fn finish(app: &SharedApp, run: &run::Model, from: &[&str], outcome: Outcome<'_>) {
     let st = outcome.state;
-    let message = outcome
-        .error
-        .clone()
-        .or_else(|| outcome.reason.map(str::to_string))
-        .unwrap_or_default();
     tracing::Span::current().record("outcome", st);
     match app.store.finish(&run.id, run.attempt, from, outcome).await {
         Ok(Some(done)) => {
@@ -304,7 +299,7 @@ async fn finish(app: &SharedApp, run: &run::Model, from: &[&str], outcome: Outco
             }
             let summary = done.summary.clone().unwrap_or_else(|| "{}".into());
             tracing::info!(job = %done.job, run_id = %done.id, attempt = done.attempt, state = st, summary = %summary, "run {st}");
-            app.record_state(&run.id, st, run.attempt, &message).await;
+            app.events_wake.notify_waiters();
             app.dispatch_wake.notify_one();
         }
         Ok(None) => tracing::warn!(

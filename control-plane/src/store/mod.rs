@@ -631,7 +631,9 @@ impl Store {
     }
 
     /// Records the end of an attempt, fenced by attempt number and state, frees the job's overlap
-    /// slot and moves the run queued behind it (queue-one) into the active slot.
+    /// slot, moves the run queued behind it (queue-one) into the active slot, and appends the
+    /// terminal state event — all in one transaction, so a watcher that sees the run ended also
+    /// sees its last event.
     pub async fn finish(
         &self,
         id: &str,
@@ -640,6 +642,12 @@ impl Store {
         outcome: Outcome<'_>,
     ) -> Result<Option<run::Model>> {
         let t = now();
+        let message = outcome
+            .error
+            .clone()
+            .or_else(|| outcome.reason.map(str::to_string))
+            .unwrap_or_default();
+        let terminal_state = outcome.state;
         let txn = self.db.begin().await.ctx("beginning a transaction")?;
         let Some(current) = run::Entity::find_by_id(id.to_string())
             .one(&txn)
@@ -682,6 +690,30 @@ impl Store {
                 .await
                 .ctx("promoting the queued run")?;
         }
+        let last_seq: Option<i64> = run_event::Entity::find()
+            .select_only()
+            .column_as(run_event::Column::Seq.max(), "seq")
+            .filter(run_event::Column::RunId.eq(id))
+            .into_tuple::<Option<i64>>()
+            .one(&txn)
+            .await
+            .ctx("reading the last event")?
+            .flatten();
+        let payload = serde_json::json!({
+            "state": terminal_state,
+            "attempt": attempt,
+            "message": message,
+        });
+        run_event::Entity::insert(run_event::ActiveModel {
+            run_id: Set(id.to_string()),
+            seq: Set(last_seq.unwrap_or(0) + 1),
+            at: Set(t),
+            kind: Set("state".to_string()),
+            payload: Set(payload.to_string()),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .ctx("appending the terminal event")?;
         txn.commit().await.ctx("committing a finished run")?;
         self.run(id).await
     }

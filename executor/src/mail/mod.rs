@@ -258,7 +258,9 @@ impl Sender {
         })?;
         let payload: serde_json::Value = serde_json::from_str(&item.payload)
             .map_err(|e| Failure::Permanent(format!("invalid payload JSON: {e}")))?;
-        let body = templates::render(&item.kind, &payload, &self.frontend_url);
+        let body = templates::render(&item.kind, &payload, &self.frontend_url).map_err(|e| {
+            Failure::Permanent(format!("cannot render the {} template: {e}", item.kind))
+        })?;
         // A stable Message-ID per outbox row lets receivers drop a redelivered copy.
         let message_id = format!(
             "<{}.{}@ticketmax>",

@@ -1,8 +1,12 @@
 //! E-mail bodies, plain text and HTML, built from an outbox row's kind and payload.
 //!
-//! Each kind fills one [`Letter`]; the two renderers turn it into text and escaped HTML, so the
-//! versions never drift apart and user-supplied text (names, event titles) is escaped once.
+//! Each kind fills one [`Letter`]; two minijinja templates (`templates/letter.txt`,
+//! `templates/letter.html`) turn it into text and escaped HTML, so the versions never drift
+//! apart and user-supplied text (names, event titles) is escaped once.
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
+use minijinja::{AutoEscape, Environment};
 use serde_json::{Map, Value};
 
 use super::money::format_amount;
@@ -13,7 +17,7 @@ pub struct Rendered {
 }
 
 /// The content of an e-mail, independent of its format.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Letter {
     greeting: String,
     paragraphs: Vec<String>,
@@ -319,42 +323,39 @@ fn letter(kind: &str, p: &Payload<'_>, frontend_url: &str) -> Letter {
     l
 }
 
-pub fn render(kind: &str, payload: &Value, frontend_url: &str) -> Rendered {
+/// The two layouts, rendered by minijinja. HTML auto-escaping (by the `.html` name) goes through
+/// [`escape`], so user-supplied text is escaped exactly once and URLs stay readable.
+static TEMPLATES: LazyLock<Result<Environment<'static>, minijinja::Error>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.add_template("letter.txt", include_str!("templates/letter.txt"))?;
+    env.add_template("letter.html", include_str!("templates/letter.html"))?;
+    env.set_formatter(|out, state, value| {
+        if state.auto_escape() == AutoEscape::Html && !value.is_safe() {
+            out.write_str(&escape(&value.to_string())).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+            })
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    Ok(env)
+});
+
+pub fn render(
+    kind: &str,
+    payload: &Value,
+    frontend_url: &str,
+) -> Result<Rendered, minijinja::Error> {
     let empty = Map::new();
     let map = payload.as_object().unwrap_or(&empty);
     let l = letter(kind, &Payload(map), frontend_url);
-    Rendered {
-        text: text(&l),
-        html: html(&l),
-    }
-}
-
-fn text(l: &Letter) -> String {
-    let mut out = format!("{}\n\n", l.greeting);
-    for p in &l.paragraphs {
-        out.push_str(p);
-        out.push_str("\n\n");
-    }
-    for (k, v) in &l.details {
-        out.push_str(&format!("  {k}: {v}\n"));
-    }
-    if !l.details.is_empty() {
-        out.push('\n');
-    }
-    for item in &l.list {
-        out.push_str(&format!("  - {item}\n"));
-    }
-    if !l.list.is_empty() {
-        out.push('\n');
-    }
-    if let Some((label, url)) = &l.action {
-        out.push_str(&format!("{label}: {url}\n\n"));
-    }
-    out.push_str("— The TicketMax team\n");
-    if let Some(f) = &l.footer {
-        out.push_str(&format!("\n{f}\n"));
-    }
-    out
+    let env = TEMPLATES.as_ref().map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    Ok(Rendered {
+        text: env.get_template("letter.txt")?.render(&l)?,
+        html: env.get_template("letter.html")?.render(&l)?,
+    })
 }
 
 pub fn escape(s: &str) -> String {
@@ -372,47 +373,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn html(l: &Letter) -> String {
-    let mut out = String::from(
-        "<!DOCTYPE html><html><body style=\"font-family:Arial,sans-serif;color:#222\">",
-    );
-    out.push_str(&format!("<p>{}</p>", escape(&l.greeting)));
-    for p in &l.paragraphs {
-        out.push_str(&format!("<p>{}</p>", escape(p)));
-    }
-    if !l.details.is_empty() {
-        out.push_str("<table cellpadding=\"4\">");
-        for (k, v) in &l.details {
-            out.push_str(&format!(
-                "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
-                escape(k),
-                escape(v)
-            ));
-        }
-        out.push_str("</table>");
-    }
-    if !l.list.is_empty() {
-        out.push_str("<ul>");
-        for item in &l.list {
-            out.push_str(&format!("<li>{}</li>", escape(item)));
-        }
-        out.push_str("</ul>");
-    }
-    if let Some((label, url)) = &l.action {
-        out.push_str(&format!(
-            "<p><a href=\"{}\">{}</a></p>",
-            escape(url),
-            escape(label)
-        ));
-    }
-    out.push_str("<p>— The TicketMax team</p>");
-    if let Some(f) = &l.footer {
-        out.push_str(&format!("<pre style=\"color:#666\">{}</pre>", escape(f)));
-    }
-    out.push_str("</body></html>");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,7 +384,9 @@ mod tests {
             "quantity": 2, "total_amount": 123450, "currency": "NGN",
             "starts_at": "2026-12-01T19:00:00+00:00"
         });
-        let r = render("booking-cancelled", &payload, "https://tm.example");
+        let r = render("booking-cancelled", &payload, "https://tm.example").unwrap();
+        assert!(r.html.starts_with("<!DOCTYPE html>") && r.html.ends_with("</html>"));
+        assert!(r.text.ends_with("— The TicketMax team\n"), "{:?}", r.text);
         assert!(r.html.contains("&lt;b&gt;Ada&lt;/b&gt;"));
         assert!(r.html.contains("Rock &amp; Roll"));
         assert!(!r.html.contains("<b>Ada"));
