@@ -185,11 +185,6 @@ pub const CATALOG: &[CatalogEntry] = &[
 ];
 
 #[cfg(test)]
-pub fn find(name: &str) -> Option<&'static CatalogEntry> {
-    CATALOG.iter().find(|e| e.name == name)
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
