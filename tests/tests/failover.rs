@@ -146,10 +146,7 @@ async fn cancel_run_stops_a_running_task_between_chunks() {
     let cancelled: i64 = app
         .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
         .await;
-    assert!(
-        cancelled < 400,
-        "the task ran to the end despite CancelRun"
-    );
+    assert!(cancelled < 400, "the task ran to the end despite CancelRun");
     assert_eq!(
         summary_count(&done, "cancelled"),
         Some(cancelled),

@@ -192,8 +192,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         if size == 0 || rest.len() < size {
             break;
         }
@@ -388,7 +388,8 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
             "control plane exit after SIGTERM: {status:?}"
         );
     }
-    let complete = collect_until_complete(&mut spans_rx, &mut spans, &caller_trace_id, secs(10)).await;
+    let complete =
+        collect_until_complete(&mut spans_rx, &mut spans, &caller_trace_id, secs(10)).await;
     let in_trace: Vec<Exported> = spans
         .iter()
         .filter(|s| s.trace_id == caller_trace_id)
@@ -430,7 +431,8 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         "dispatch continues the trigger (the run's stored traceparent)"
     );
     assert_eq!(
-        task.parent_span_id, dispatch.span_id,
+        task.parent_span_id,
+        dispatch.span_id,
         "the executor's task span is a child of the control plane's dispatch span:\n{}",
         describe(&in_trace)
     );
@@ -472,8 +474,10 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         describe(&in_trace)
     );
     assert!(
-        sql.iter()
-            .all(|s| !s.attr("db.statement").unwrap_or_default().contains("ada@example.com")),
+        sql.iter().all(|s| !s
+            .attr("db.statement")
+            .unwrap_or_default()
+            .contains("ada@example.com")),
         "bound values leaked into db.statement"
     );
 
@@ -486,12 +490,18 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         .filter(|s| s.service == EX_SERVICE && s.name == "smtp.send")
         .collect();
     assert!(
-        sends
-            .iter()
-            .any(|s| s.attr("outbox_id") == Some(outbox_id.to_string().as_str())
-                && s.attr("outcome") == Some("sent")),
+        sends.iter().any(
+            |s| s.attr("outbox_id") == Some(outbox_id.to_string().as_str())
+                && s.attr("outcome") == Some("sent")
+        ),
         "no smtp.send span for outbox row {outbox_id}:\n{}",
-        describe(&spans.iter().filter(|s| s.name == "smtp.send").cloned().collect::<Vec<_>>())
+        describe(
+            &spans
+                .iter()
+                .filter(|s| s.name == "smtp.send")
+                .cloned()
+                .collect::<Vec<_>>()
+        )
     );
 
     // Metrics export is accepted by the same receiver (what is exported is not asserted here).

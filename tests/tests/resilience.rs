@@ -208,7 +208,10 @@ async fn holes_and_doubles(app: &TestApp, job: &str) -> (Vec<Json>, Vec<Json>) {
 async fn assert_no_hole_no_double(app: &TestApp, job: &str) {
     let (holes, doubles) = holes_and_doubles(app, job).await;
     assert!(holes.is_empty(), "{job}: ticks without a row: {holes:?}");
-    assert!(doubles.is_empty(), "{job}: ticks recorded twice: {doubles:?}");
+    assert!(
+        doubles.is_empty(),
+        "{job}: ticks recorded twice: {doubles:?}"
+    );
 }
 
 /// State changes of a run as (state, attempt, message, time).
@@ -220,7 +223,10 @@ fn state_changes(events: &[RunEvent]) -> Vec<(RunState, u32, String, DateTime<Ut
                 s.state(),
                 s.attempt,
                 s.message.clone(),
-                e.time.as_ref().and_then(from_timestamp).expect("event time"),
+                e.time
+                    .as_ref()
+                    .and_then(from_timestamp)
+                    .expect("event time"),
             )),
             _ => None,
         })
@@ -272,9 +278,15 @@ async fn a_0230_berlin_schedule_gets_a_next_fire_time_at_0230_berlin_wall_clock(
         "next fire time {next} is {local} in Berlin, not 02:30"
     );
     // GetJob agrees, and the 6-field form with seconds first means the same instant.
-    assert_eq!(app.get_job(CLEAN_CACHE).await.next_fire_time, job.next_fire_time);
+    assert_eq!(
+        app.get_job(CLEAN_CACHE).await.next_fire_time,
+        job.next_fire_time
+    );
     let six = app.set_schedule(CLEAN_CACHE, "0 30 2 * * *").await;
-    assert_eq!(six.next_fire_time, job.next_fire_time, "6-field form differs");
+    assert_eq!(
+        six.next_fire_time, job.next_fire_time,
+        "6-field form differs"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +317,8 @@ async fn ticks_missed_while_the_only_control_plane_is_down_run_once_or_are_skipp
     app.set_schedule(CLEAN_CACHE, EVERY_SECOND).await;
     app.set_schedule(UPDATE_STATUSES, EVERY_SECOND).await;
     app.wait_for_ticks(CLEAN_CACHE, set_at, 2, secs(15)).await;
-    app.wait_for_ticks(UPDATE_STATUSES, set_at, 2, secs(15)).await;
+    app.wait_for_ticks(UPDATE_STATUSES, set_at, 2, secs(15))
+        .await;
 
     app.cp().kill().await;
     let last_before = |job: &'static str| {
@@ -325,8 +338,10 @@ async fn ticks_missed_while_the_only_control_plane_is_down_run_once_or_are_skipp
     let restart_begin = Utc::now();
     app.cp().start().await;
 
-    app.wait_for_ticks(CLEAN_CACHE, restart_begin, 3, secs(20)).await;
-    app.wait_for_ticks(UPDATE_STATUSES, restart_begin, 3, secs(20)).await;
+    app.wait_for_ticks(CLEAN_CACHE, restart_begin, 3, secs(20))
+        .await;
+    app.wait_for_ticks(UPDATE_STATUSES, restart_begin, 3, secs(20))
+        .await;
     app.pause(CLEAN_CACHE).await;
     app.pause(UPDATE_STATUSES).await;
     app.wait_until_all_runs_end(CLEAN_CACHE, secs(40)).await;
@@ -406,17 +421,28 @@ async fn overlap_skip_records_ticks_and_manual_triggers_behind_an_active_run_as_
         let slow = start_slow_run(&app, 0).await;
         let set_at = Utc::now();
         app.set_schedule(CANCEL_EXPIRED, EVERY_SECOND).await;
-        let runs = app.wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15)).await;
+        let runs = app
+            .wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15))
+            .await;
         // A manual trigger obeys the policy too.
         let manual = app.trigger(CANCEL_EXPIRED).await;
         let still = app.get_run(&slow.id).await;
-        assert_eq!(still.state(), RunState::Running, "the slow run ended too early");
+        assert_eq!(
+            still.state(),
+            RunState::Running,
+            "the slow run ended too early"
+        );
         // Stop the slow run; the next tick runs normally.
         cancel(&app, &slow.id).await.expect("CancelRun");
         let slow_done = app.wait_for_run(&slow.id, terminal, secs(30)).await;
         let freed_at = Utc::now();
-        app.wait_for_ticks(CANCEL_EXPIRED, freed_at + chrono::Duration::seconds(1), 2, secs(15))
-            .await;
+        app.wait_for_ticks(
+            CANCEL_EXPIRED,
+            freed_at + chrono::Duration::seconds(1),
+            2,
+            secs(15),
+        )
+        .await;
         app.pause(CANCEL_EXPIRED).await;
         app.wait_until_all_runs_end(CANCEL_EXPIRED, secs(30)).await;
         stop.store(true, Ordering::SeqCst);
@@ -438,7 +464,11 @@ async fn overlap_skip_records_ticks_and_manual_triggers_behind_an_active_run_as_
     );
     let ticks = app.schedule_runs(CANCEL_EXPIRED).await;
     assert_ticks(&ticks, true);
-    let slow_end = slow_done.finished_at.as_ref().and_then(from_timestamp).unwrap();
+    let slow_end = slow_done
+        .finished_at
+        .as_ref()
+        .and_then(from_timestamp)
+        .unwrap();
     let behind: Vec<Run> = ticks_after(&ticks, set_at + SETTLE)
         .into_iter()
         .filter(|r| scheduled_for(r).unwrap() + chrono::Duration::seconds(1) < slow_end)
@@ -485,7 +515,8 @@ async fn overlap_queue_one_keeps_at_most_one_run_queued_behind_the_active_one() 
         let slow = start_slow_run(&app, 0).await;
         let set_at = Utc::now();
         app.set_schedule(CANCEL_EXPIRED, EVERY_SECOND).await;
-        app.wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15)).await;
+        app.wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15))
+            .await;
         let manual = app.trigger(CANCEL_EXPIRED).await;
         let while_running = app.schedule_runs(CANCEL_EXPIRED).await;
         assert_eq!(app.get_run(&slow.id).await.state(), RunState::Running);
@@ -521,8 +552,16 @@ async fn overlap_queue_one_keeps_at_most_one_run_queued_behind_the_active_one() 
     let waited = app.get_run(&queued[0].id).await;
     assert_eq!(waited.state(), RunState::Succeeded, "{waited:#?}");
     let started = waited.started_at.as_ref().and_then(from_timestamp).unwrap();
-    let slow_end = slow_done.finished_at.as_ref().and_then(from_timestamp).unwrap();
-    assert!(started >= slow_end, "queued run started {started} before {} ended {slow_end}", slow.id);
+    let slow_end = slow_done
+        .finished_at
+        .as_ref()
+        .and_then(from_timestamp)
+        .unwrap();
+    assert!(
+        started >= slow_end,
+        "queued run started {started} before {} ended {slow_end}",
+        slow.id
+    );
     let overlaps = overlapping_runs(&app, CANCEL_EXPIRED).await;
     assert!(overlaps.is_empty(), "runs overlapped: {overlaps:#?}");
     assert_ticks(&app.schedule_runs(CANCEL_EXPIRED).await, true);
@@ -540,7 +579,8 @@ async fn overlap_allow_lets_ticks_and_manual_triggers_run_alongside_an_active_ru
     let set_at = Utc::now();
     app.set_schedule(CANCEL_EXPIRED, EVERY_SECOND).await;
     let manual = app.trigger(CANCEL_EXPIRED).await;
-    app.wait_for_ticks(CANCEL_EXPIRED, set_at, 2, secs(15)).await;
+    app.wait_for_ticks(CANCEL_EXPIRED, set_at, 2, secs(15))
+        .await;
     app.pause(CANCEL_EXPIRED).await;
     let runs = app.wait_until_all_runs_end(CANCEL_EXPIRED, secs(60)).await;
 
@@ -565,7 +605,11 @@ async fn overlap_allow_lets_ticks_and_manual_triggers_run_alongside_an_active_ru
         describe_ticks(&runs)
     );
     for r in runs.iter().filter(|r| r.state() != RunState::Skipped) {
-        assert_eq!(r.state(), RunState::Succeeded, "every run ends well: {r:#?}");
+        assert_eq!(
+            r.state(),
+            RunState::Succeeded,
+            "every run ends well: {r:#?}"
+        );
     }
     assert_eq!(
         app.ticketing_scalar::<i64>("SELECT count(*) FROM bookings WHERE status = 'pending'")
@@ -592,7 +636,8 @@ async fn overlap_skip_holds_across_two_control_plane_replicas() {
         let slow = start_slow_run(&app, 1).await;
         let set_at = Utc::now();
         app.set_schedule(CANCEL_EXPIRED, EVERY_SECOND).await;
-        app.wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15)).await;
+        app.wait_for_ticks(CANCEL_EXPIRED, set_at + SETTLE, 4, secs(15))
+            .await;
         let mut manual = Vec::new();
         for i in 0..2 {
             manual.push(
@@ -610,8 +655,13 @@ async fn overlap_skip_holds_across_two_control_plane_replicas() {
         cancel(&app, &slow.id).await.expect("CancelRun");
         app.wait_for_run(&slow.id, terminal, secs(30)).await;
         let freed_at = Utc::now();
-        app.wait_for_ticks(CANCEL_EXPIRED, freed_at + chrono::Duration::seconds(1), 3, secs(15))
-            .await;
+        app.wait_for_ticks(
+            CANCEL_EXPIRED,
+            freed_at + chrono::Duration::seconds(1),
+            3,
+            secs(15),
+        )
+        .await;
         app.pause(CANCEL_EXPIRED).await;
         app.wait_until_all_runs_end(CANCEL_EXPIRED, secs(30)).await;
         stop.store(true, Ordering::SeqCst);
@@ -632,7 +682,11 @@ async fn overlap_skip_holds_across_two_control_plane_replicas() {
     assert_ticks(&ticks, true);
     assert_no_hole_no_double(&app, CANCEL_EXPIRED).await;
     assert!(
-        ticks.iter().filter(|r| r.state() == RunState::Skipped).count() >= 3,
+        ticks
+            .iter()
+            .filter(|r| r.state() == RunState::Skipped)
+            .count()
+            >= 3,
         "{}",
         describe_ticks(&ticks)
     );
@@ -690,14 +744,21 @@ async fn a_failing_task_is_retried_with_exponential_backoff_up_to_max_retries_th
     let first = gap(2);
     let second = gap(4);
     assert!(
-        first >= chrono::Duration::milliseconds(4500) && second >= chrono::Duration::milliseconds(9500),
+        first >= chrono::Duration::milliseconds(4500)
+            && second >= chrono::Duration::milliseconds(9500),
         "backoff too short: {first} then {second}\n  {}",
         describe_states(&changes)
     );
-    assert!(second > first, "backoff does not grow: {first} then {second}");
+    assert!(
+        second > first,
+        "backoff does not grow: {first} then {second}"
+    );
     for (s, _, m, _) in &changes {
         if *s == RunState::Queued && m.contains("failed") {
-            assert!(m.contains("batch_size"), "retry message names the error: {m}");
+            assert!(
+                m.contains("batch_size"),
+                "retry message names the error: {m}"
+            );
         }
     }
 }
@@ -732,7 +793,11 @@ async fn a_run_over_its_timeout_ends_timed_out_and_the_task_stops() {
     tokio::time::sleep(secs(2)).await;
     let at_end = cancelled_bookings(&app).await;
     tokio::time::sleep(secs(2)).await;
-    assert_eq!(cancelled_bookings(&app).await, at_end, "the task kept running");
+    assert_eq!(
+        cancelled_bookings(&app).await,
+        at_end,
+        "the task kept running"
+    );
     assert!(at_end < 3000, "the task ran to the end despite the timeout");
     if let Some(n) = summary_count(&done, "cancelled") {
         assert_eq!(n, at_end, "partial summary: {}", summary(&done));
@@ -750,7 +815,10 @@ async fn cancel_run_stops_a_running_task_with_a_partial_summary_and_refuses_fini
     assert_eq!(resp.id, slow.id);
     let done = app.wait_for_run(&slow.id, terminal, secs(20)).await;
     assert_eq!(done.state(), RunState::Cancelled, "{done:#?}");
-    assert!(!done.reason.is_empty(), "a cancelled run says why: {done:#?}");
+    assert!(
+        !done.reason.is_empty(),
+        "a cancelled run says why: {done:#?}"
+    );
     let cancelled = cancelled_bookings(&app).await;
     assert!(cancelled > 0 && cancelled < 3000, "{cancelled} cancelled");
     assert_eq!(
@@ -760,13 +828,21 @@ async fn cancel_run_stops_a_running_task_with_a_partial_summary_and_refuses_fini
         summary(&done)
     );
     tokio::time::sleep(secs(2)).await;
-    assert_eq!(cancelled_bookings(&app).await, cancelled, "the task kept running");
+    assert_eq!(
+        cancelled_bookings(&app).await,
+        cancelled,
+        "the task kept running"
+    );
     assert_ticketing_consistent(&app).await;
 
-    let err = cancel(&app, &slow.id).await.expect_err("CancelRun of a finished run");
+    let err = cancel(&app, &slow.id)
+        .await
+        .expect_err("CancelRun of a finished run");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     let ok = app.run_to_completion(CLEAN_CACHE).await;
-    let err = cancel(&app, &ok.id).await.expect_err("CancelRun of a succeeded run");
+    let err = cancel(&app, &ok.id)
+        .await
+        .expect_err("CancelRun of a succeeded run");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
 }
 
@@ -808,7 +884,10 @@ async fn a_killed_executor_is_detected_within_seconds_and_its_run_finishes_on_th
     let done = app.wait_for_run(&slow.id, terminal, secs(50)).await;
     assert_eq!(done.state(), RunState::Succeeded, "{done:#?}");
     assert_eq!(done.attempt, 2, "{done:#?}");
-    assert_ne!(done.executor_id, victim, "retried on the dead executor: {done:#?}");
+    assert_ne!(
+        done.executor_id, victim,
+        "retried on the dead executor: {done:#?}"
+    );
     assert!(!done.executor_id.is_empty());
     assert_eq!(
         app.ticketing_scalar::<i64>("SELECT count(*) FROM bookings WHERE status = 'pending'")
@@ -847,17 +926,28 @@ async fn a_frozen_executor_is_superseded_and_its_late_attempt_cannot_overwrite_t
     assert!(requeued.error.contains("heartbeat"), "{requeued:#?}");
     // Attempt 2 is running elsewhere; wake attempt 1 up.
     let second = app
-        .wait_for_run(&slow.id, |r| r.state() == RunState::Running || terminal(r), secs(15))
+        .wait_for_run(
+            &slow.id,
+            |r| r.state() == RunState::Running || terminal(r),
+            secs(15),
+        )
         .await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let done = app.wait_for_run(&slow.id, terminal, secs(50)).await;
     assert_eq!(done.state(), RunState::Succeeded, "{done:#?}");
-    assert_eq!(done.attempt, 2, "the late attempt changed the run: {done:#?}");
+    assert_eq!(
+        done.attempt, 2,
+        "the late attempt changed the run: {done:#?}"
+    );
     assert_eq!(done.executor_id, second.executor_id, "{done:#?}");
     assert_ne!(done.executor_id, victim, "{done:#?}");
     // Settled: give the woken attempt time to try to report, then check nothing changed.
     tokio::time::sleep(secs(3)).await;
-    assert_eq!(app.get_run(&slow.id).await, done, "the run changed after it ended");
+    assert_eq!(
+        app.get_run(&slow.id).await,
+        done,
+        "the run changed after it ended"
+    );
     assert_ticketing_consistent(&app).await;
 }
 
@@ -868,10 +958,14 @@ async fn a_frozen_executor_is_superseded_and_its_late_attempt_cannot_overwrite_t
 async fn leader_index(app: &TestApp) -> usize {
     eventually("a leader", secs(20), || async {
         let holder: Option<String> = app
-            .control_scalar("SELECT max(holder) FROM leases WHERE name = 'scheduler' AND expires_at > now()")
+            .control_scalar(
+                "SELECT max(holder) FROM leases WHERE name = 'scheduler' AND expires_at > now()",
+            )
             .await;
         let holder = holder?;
-        app.control_planes.iter().position(|c| c.replica_id == holder)
+        app.control_planes
+            .iter()
+            .position(|c| c.replica_id == holder)
     })
     .await
 }

@@ -39,12 +39,10 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> u64 {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    eprintln!("{name} needs a number");
-                    usage()
-                })
+            it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("{name} needs a number");
+                usage()
+            })
         };
         match a.as_str() {
             "--seconds" => args.seconds = value("--seconds"),
@@ -117,7 +115,10 @@ async fn soak(args: Args) -> ExitCode {
     let in_use: i64 = app
         .control_scalar("SELECT count(*) FROM pg_stat_activity")
         .await;
-    println!("{} Postgres max_connections {max_conn}, {in_use} in use", stamp(t0));
+    println!(
+        "{} Postgres max_connections {max_conn}, {in_use} in use",
+        stamp(t0)
+    );
     if max_conn.parse::<i64>().unwrap_or(0) < 200 {
         println!(
             "{} WARNING: 3 replicas and 3 executors (and their restarts) need well over 100 \
@@ -189,7 +190,12 @@ async fn soak(args: Args) -> ExitCode {
             ex_kills += 1;
         }
         let down = rng.millis(500, 3000);
-        println!("{} SIGKILL {} (down {:?})", stamp(t0), names.join(", "), down);
+        println!(
+            "{} SIGKILL {} (down {:?})",
+            stamp(t0),
+            names.join(", "),
+            down
+        );
         tokio::time::sleep(down).await;
         for &i in &cps {
             app.control_planes[i].start().await;
