@@ -21,6 +21,7 @@
 mod db;
 mod process;
 pub mod schedule;
+pub mod secured;
 
 use std::collections::HashSet;
 use std::future::Future;
