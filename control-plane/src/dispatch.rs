@@ -209,9 +209,14 @@ impl Dispatcher {
                 executor: exec.clone(),
                 handover: handover.clone(),
             };
-            let span = tracing::info_span!("dispatch", job = %attempt.run.job, run_id = %attempt.run.id, attempt = attempt.run.attempt, executor = %attempt.executor.id, outcome = tracing::field::Empty);
+            let span = tracing::info_span!("dispatch", job = %attempt.run.job, run_id = %attempt.run.id, attempt = attempt.run.attempt, executor = %attempt.executor.id, trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
             if let Some(tp) = &attempt.run.trace_parent {
                 ticketmax_proto::telemetry::adopt_traceparent(&span, tp);
+            }
+            // Every log line of the run carries the trace id (span fields are part of each line).
+            let trace_id = ticketmax_proto::telemetry::trace_id(&span);
+            if !trace_id.is_empty() {
+                span.record("trace_id", trace_id.as_str());
             }
             inflight.spawn(attempt.run().instrument(span));
         }

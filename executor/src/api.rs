@@ -220,8 +220,13 @@ impl Executor for ExecutorService {
             summary.clone(),
         );
 
-        let span = tracing::info_span!("task", job = %req.job, run_id = %req.run_id, attempt = req.attempt, outcome = tracing::field::Empty);
+        let span = tracing::info_span!("task", job = %req.job, run_id = %req.run_id, attempt = req.attempt, trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
         ticketmax_proto::telemetry::adopt(&span, &metadata);
+        // Every log line of the run carries the trace id (span fields are part of each line).
+        let trace_id = ticketmax_proto::telemetry::trace_id(&span);
+        if !trace_id.is_empty() {
+            span.record("trace_id", trace_id.as_str());
+        }
         let driver = Driver {
             run_id: req.run_id.clone(),
             job: req.job.clone(),
