@@ -220,6 +220,9 @@ pub fn executor_to_proto(e: &executor::Model, timeout: Duration) -> v1::Executor
         live: !e.deregistered && silent <= timeout,
         running: u32::try_from(e.running).unwrap_or(0),
         version: e.version.clone(),
+        outbox_pending: u64::try_from(e.outbox_pending).unwrap_or(0),
+        emails_sent: u64::try_from(e.emails_sent).unwrap_or(0),
+        emails_failed: u64::try_from(e.emails_failed).unwrap_or(0),
     }
 }
 
@@ -851,7 +854,15 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         let known = self
             .app
             .store
-            .heartbeat(id, i32::try_from(req.running).unwrap_or(i32::MAX))
+            .heartbeat(
+                id,
+                i32::try_from(req.running).unwrap_or(i32::MAX),
+                store::MailFigures {
+                    outbox_pending: i64::try_from(req.outbox_pending).unwrap_or(i64::MAX),
+                    emails_sent: i64::try_from(req.emails_sent).unwrap_or(i64::MAX),
+                    emails_failed: i64::try_from(req.emails_failed).unwrap_or(i64::MAX),
+                },
+            )
             .await?;
         Ok(Response::new(v1::HeartbeatResponse { known }))
     }

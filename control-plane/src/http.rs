@@ -226,10 +226,11 @@ async fn metrics(State(h): State<Http>) -> Response {
     };
     let executors = store.executors(None).await.unwrap_or_default();
     let timeout = h.app.config.executor_timeout();
-    let live = executors
+    let live_executors: Vec<_> = executors
         .iter()
         .filter(|e| crate::api::executor_to_proto(e, timeout).live)
-        .count();
+        .collect();
+    let live = live_executors.len();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -286,6 +287,44 @@ async fn metrics(State(h): State<Http>) -> Response {
     let _ = writeln!(out, "# HELP ticketmax_running_runs Runs being executed.");
     let _ = writeln!(out, "# TYPE ticketmax_running_runs gauge");
     let _ = writeln!(out, "ticketmax_running_runs {}", in_state("running"));
+    // Executors sharing a ticketing database report the same outbox: the largest figure is it.
+    let outbox = live_executors
+        .iter()
+        .map(|e| e.outbox_pending)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_outbox_depth E-mails waiting in the outbox, as executors report it."
+    );
+    let _ = writeln!(out, "# TYPE ticketmax_outbox_depth gauge");
+    let _ = writeln!(out, "ticketmax_outbox_depth {outbox}");
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_emails_sent_total E-mails delivered, by executor process."
+    );
+    let _ = writeln!(out, "# TYPE ticketmax_emails_sent_total counter");
+    for e in &live_executors {
+        let _ = writeln!(
+            out,
+            "ticketmax_emails_sent_total{{executor=\"{}\"}} {}",
+            escape_label(&e.id),
+            e.emails_sent
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ticketmax_emails_failed_total E-mails given up on, by executor process."
+    );
+    let _ = writeln!(out, "# TYPE ticketmax_emails_failed_total counter");
+    for e in &live_executors {
+        let _ = writeln!(
+            out,
+            "ticketmax_emails_failed_total{{executor=\"{}\"}} {}",
+            escape_label(&e.id),
+            e.emails_failed
+        );
+    }
     h.app.metrics.render(&mut out);
     (
         StatusCode::OK,

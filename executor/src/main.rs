@@ -156,6 +156,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         jobs: registry.names(),
         running: running.clone(),
         token: config.executor_token(),
+        db: db.clone(),
     };
     let registration = Arc::new(registration);
     let heartbeat_stop = CancellationToken::new();

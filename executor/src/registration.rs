@@ -17,6 +17,8 @@ pub struct Registration {
     pub running: Arc<RunningTasks>,
     /// Shared secret the control plane may require (TICKETMAX_EXECUTOR_TOKEN).
     pub token: Option<String>,
+    /// The ticketing database, for the outbox depth reported with each heartbeat.
+    pub db: sea_orm::DatabaseConnection,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -24,6 +26,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Registration {
+    /// E-mails waiting for delivery; 0 when the database does not answer (the heartbeat matters
+    /// more than the figure).
+    async fn outbox_pending(&self) -> u64 {
+        use sea_orm::ConnectionTrait;
+        let stmt = sea_orm::Statement::from_string(
+            self.db.get_database_backend(),
+            "SELECT COUNT(*) FROM email_outbox WHERE status = 'pending'",
+        );
+        match self.db.query_one_raw(stmt).await {
+            Ok(Some(row)) => row
+                .try_get_by_index::<i64>(0)
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            _ => 0,
+        }
+    }
+
     /// A request carrying the shared executor token, when one is configured.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -100,9 +118,13 @@ impl Registration {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(interval) => {}
                 }
+                let stats = &crate::mail::STATS;
                 let request = HeartbeatRequest {
                     executor_id: self.executor_id.clone(),
                     running: u32::try_from(self.running.count()).unwrap_or(u32::MAX),
+                    outbox_pending: self.outbox_pending().await,
+                    emails_sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+                    emails_failed: stats.failed.load(std::sync::atomic::Ordering::Relaxed),
                 };
                 match client.heartbeat(self.request(request)).await {
                     Ok(resp) if resp.get_ref().known => {

@@ -1461,6 +1461,7 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
                 v1::HeartbeatRequest {
                     executor_id: "ex-1".into(),
                     running: 99,
+                    ..Default::default()
                 },
                 token,
             ))

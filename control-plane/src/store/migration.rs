@@ -46,6 +46,13 @@ fn int(name: &'static str, default: i32) -> ColumnDef {
         .default(default)
         .to_owned()
 }
+fn big(name: &'static str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+        .big_integer()
+        .not_null()
+        .default(0)
+        .to_owned()
+}
 fn boolean(name: &'static str, default: bool) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .boolean()
@@ -189,6 +196,9 @@ impl MigrationTrait for Initial {
                 .col(text("jobs"))
                 .col(text("version"))
                 .col(int("running", 0))
+                .col(big("outbox_pending"))
+                .col(big("emails_sent"))
+                .col(big("emails_failed"))
                 .col(boolean("deregistered", false))
                 .col(ts("registered_at"))
                 .col(ts("last_heartbeat_at"))

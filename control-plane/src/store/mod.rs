@@ -127,6 +127,13 @@ pub struct JobChanges {
     pub max_retries: Option<i32>,
 }
 
+/// E-mail figures an executor reports with its heartbeat.
+pub struct MailFigures {
+    pub outbox_pending: i64,
+    pub emails_sent: i64,
+    pub emails_failed: i64,
+}
+
 pub struct RunFilter {
     pub job: Option<String>,
     pub state: Option<&'static str>,
@@ -845,6 +852,9 @@ impl Store {
             jobs: Set(jobs),
             version: Set(version.to_string()),
             running: Set(0),
+            outbox_pending: Set(0),
+            emails_sent: Set(0),
+            emails_failed: Set(0),
             deregistered: Set(false),
             registered_at: Set(t),
             last_heartbeat_at: Set(t),
@@ -869,10 +879,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn heartbeat(&self, id: &str, running: i32) -> Result<bool> {
+    pub async fn heartbeat(&self, id: &str, running: i32, mail: MailFigures) -> Result<bool> {
         let res = executor::Entity::update_many()
             .col_expr(executor::Column::LastHeartbeatAt, Expr::value(now()))
             .col_expr(executor::Column::Running, Expr::value(running))
+            .col_expr(
+                executor::Column::OutboxPending,
+                Expr::value(mail.outbox_pending),
+            )
+            .col_expr(executor::Column::EmailsSent, Expr::value(mail.emails_sent))
+            .col_expr(
+                executor::Column::EmailsFailed,
+                Expr::value(mail.emails_failed),
+            )
             .filter(executor::Column::Id.eq(id))
             .filter(executor::Column::Deregistered.eq(false))
             .exec(&self.db)

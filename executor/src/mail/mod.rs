@@ -64,6 +64,18 @@ struct Claimed {
     attempts: i64,
 }
 
+/// Deliveries of this process, reported to the control plane with each heartbeat.
+#[derive(Default)]
+pub struct MailStats {
+    pub sent: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+pub static STATS: MailStats = MailStats {
+    sent: std::sync::atomic::AtomicU64::new(0),
+    failed: std::sync::atomic::AtomicU64::new(0),
+};
+
 pub struct Sender {
     db: DatabaseConnection,
     dialect: Dialect,
@@ -235,7 +247,12 @@ impl Sender {
             },
         );
         let outcome = match result {
-            Ok(()) => self.mark_sent(item.id).await,
+            Ok(()) => {
+                STATS
+                    .sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.mark_sent(item.id).await
+            }
             Err(Failure::Transient(error)) if item.attempts < self.max_attempts => {
                 let backoff = retry_delay(item.attempts);
                 tracing::warn!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, retry_in_s = backoff.num_seconds(), "e-mail delivery failed; will retry");
@@ -243,6 +260,9 @@ impl Sender {
             }
             Err(Failure::Transient(error) | Failure::Permanent(error)) => {
                 tracing::error!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, "e-mail delivery failed for good");
+                STATS
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.mark_failed(item.id, &error).await
             }
         };
