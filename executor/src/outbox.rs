@@ -30,18 +30,24 @@ impl OutboxInsert<'_> {
     pub fn push_to(&self, q: &mut Sql, queued_at: DateTime<Utc>) {
         let at = q.bind(queued_at);
         let kind = q.bind(self.kind.to_owned());
+        let trace = q.bind(current_traceparent());
         let payload = q.dialect().json_object(&self.payload);
         q.push(&format!(
             "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, status, \
-             attempts, next_attempt_at, created_at) \
-             SELECT {dedupe}, {kind}, {recipient}, {subject}, {payload}, 'pending', 0, {at}, {at} \
-             {from_where} ON CONFLICT (dedupe_key) DO NOTHING",
+             attempts, next_attempt_at, created_at, trace_parent) \
+             SELECT {dedupe}, {kind}, {recipient}, {subject}, {payload}, 'pending', 0, {at}, {at}, \
+             {trace} {from_where} ON CONFLICT (dedupe_key) DO NOTHING",
             dedupe = self.dedupe_key,
             recipient = self.recipient,
             subject = self.subject,
             from_where = self.from_where,
         ));
     }
+}
+
+/// The trace context of the code queueing an e-mail (the run's task span), stored with the row.
+fn current_traceparent() -> Option<String> {
+    ticketmax_proto::telemetry::traceparent(&tracing::Span::current())
 }
 
 /// One e-mail whose payload was built in Rust (reports, alerts, aggregated figures).
@@ -65,6 +71,7 @@ pub async fn insert_rows(
     for chunk in rows.chunks(500) {
         let mut q = Sql::new(dialect);
         let at = q.bind(queued_at);
+        let trace = q.bind(current_traceparent());
         let mut values = Vec::with_capacity(chunk.len());
         for row in chunk {
             let key = q.bind(row.dedupe_key.clone());
@@ -73,12 +80,12 @@ pub async fn insert_rows(
             let subject = q.bind(row.subject.clone());
             let payload = q.bind(row.payload.to_string());
             values.push(format!(
-                "({key}, {kind}, {to}, {subject}, {payload}, 'pending', 0, {at}, {at})"
+                "({key}, {kind}, {to}, {subject}, {payload}, 'pending', 0, {at}, {at}, {trace})"
             ));
         }
         q.push(&format!(
             "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, status, \
-             attempts, next_attempt_at, created_at) VALUES {} \
+             attempts, next_attempt_at, created_at, trace_parent) VALUES {} \
              ON CONFLICT (dedupe_key) DO NOTHING",
             values.join(", ")
         ));

@@ -14,7 +14,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTicketingTables)]
+        vec![Box::new(CreateTicketingTables), Box::new(OutboxTraceParent)]
     }
 
     // A table of its own, so the ticketing schema can share a database with other migrations.
@@ -24,6 +24,26 @@ impl MigratorTrait for Migrator {
 }
 
 struct CreateTicketingTables;
+
+/// The W3C traceparent of the run that queued an e-mail, so its delivery joins the run's trace.
+struct OutboxTraceParent;
+
+impl MigrationName for OutboxTraceParent {
+    fn name(&self) -> &str {
+        "m20261128_000002_outbox_trace_parent"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxTraceParent {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE email_outbox ADD COLUMN trace_parent TEXT")
+            .await
+            .map(|_| ())
+    }
+}
 
 impl MigrationName for CreateTicketingTables {
     fn name(&self) -> &str {

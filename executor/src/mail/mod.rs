@@ -62,6 +62,7 @@ struct Claimed {
     subject: String,
     payload: String,
     attempts: i64,
+    trace_parent: Option<String>,
 }
 
 /// Deliveries of this process, reported to the control plane with each heartbeat.
@@ -182,7 +183,7 @@ impl Sender {
             "{picked}UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until} \
              WHERE id IN (SELECT id FROM picked) \
              AND status = 'pending' AND next_attempt_at <= {at} \
-             RETURNING id, dedupe_key, kind, recipient, subject, payload, attempts",
+             RETURNING id, dedupe_key, kind, recipient, subject, payload, attempts, trace_parent",
             picked = self.dialect.picked(
                 &format!(
                     "SELECT o.id FROM email_outbox o WHERE o.status = 'pending' \
@@ -203,6 +204,7 @@ impl Sender {
                     subject: col(r, 4)?,
                     payload: col(r, 5)?,
                     attempts: col(r, 6)?,
+                    trace_parent: col(r, 7)?,
                 })
             })
             .collect()
@@ -230,6 +232,10 @@ impl Sender {
             Transport::Smtp(_) | Transport::SmtpTls(_) => "smtp",
         };
         let span = tracing::info_span!("smtp.send", outbox_id = item.id, kind = %item.kind, attempt = item.attempts, transport, outcome = tracing::field::Empty);
+        // Delivery happens after the run, but belongs to its trace.
+        if let Some(tp) = &item.trace_parent {
+            ticketmax_proto::telemetry::adopt_traceparent(&span, tp);
+        }
         self.deliver_in(item, span.clone()).instrument(span).await;
     }
 
