@@ -7,7 +7,7 @@ use super::aggregates::{self, count};
 use super::inventory::{id_list, release_tickets, released_rows};
 use super::mailing::Mailing;
 use super::window::{day_offset, last_seven_days};
-use super::{ChunkDone, ChunkStep, Cursor, returned_ids, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
@@ -449,45 +449,6 @@ fn old_cancelled(b: &str, cutoff: &str) -> String {
     )
 }
 
-struct DeleteCancelledChunk {
-    batch: u64,
-    cursor: Cursor,
-}
-
-#[async_trait::async_trait]
-impl ChunkStep for DeleteCancelledChunk {
-    async fn apply(
-        &self,
-        ctx: &TaskContext,
-        txn: &DatabaseTransaction,
-    ) -> Result<ChunkDone, TaskError> {
-        let mut q = Sql::new(ctx.dialect);
-        let cutoff = q.bind(ctx.now - Duration::days(CANCELLED_RETENTION_DAYS));
-        let limit = q.bind(self.batch as i64);
-        let after = q.bind(self.cursor.after());
-        q.push(&format!(
-            "{}DELETE FROM bookings WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
-            ctx.dialect.picked(
-                &format!(
-                    "SELECT b.id FROM bookings b WHERE {} AND b.id > {after} \
-                     ORDER BY b.id LIMIT {limit}",
-                    old_cancelled("b", &cutoff)
-                ),
-                "b"
-            ),
-            old_cancelled("bookings", &cutoff),
-        ));
-        let ids = returned_ids(q, txn, "deleting old cancelled bookings").await?;
-        self.cursor.advance(ids.iter().copied());
-        let deleted = ids.len() as u64;
-        Ok(ChunkDone {
-            handled: deleted,
-            counts: vec![("deleted", deleted)],
-            mail_queued: false,
-        })
-    }
-}
-
 #[async_trait::async_trait]
 impl Task for CleanupOldCancelledBookings {
     fn name(&self) -> &'static str {
@@ -506,7 +467,11 @@ impl Task for CleanupOldCancelledBookings {
         let batch = ctx.batch_size(1000)?;
         run_chunks(
             ctx,
-            &DeleteCancelledChunk {
+            &DeleteChunk {
+                table: "bookings",
+                alias: "b",
+                rule: old_cancelled,
+                retention: Duration::days(CANCELLED_RETENTION_DAYS),
                 batch,
                 cursor: Cursor::default(),
             },

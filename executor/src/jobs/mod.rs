@@ -50,6 +50,52 @@ impl Cursor {
     }
 }
 
+/// One chunk of a retention job: delete the rows of `table` matching `rule` (given the row alias
+/// and the cutoff placeholder) whose age exceeds `retention`, re-checking the rule in the DELETE.
+pub struct DeleteChunk {
+    pub table: &'static str,
+    pub alias: &'static str,
+    pub rule: fn(&str, &str) -> String,
+    pub retention: chrono::Duration,
+    pub batch: u64,
+    pub cursor: Cursor,
+}
+
+#[async_trait::async_trait]
+impl ChunkStep for DeleteChunk {
+    async fn apply(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let (table, a) = (self.table, self.alias);
+        let mut q = crate::db::Sql::new(ctx.dialect);
+        let cutoff = q.bind(ctx.now - self.retention);
+        let limit = q.bind(i64::try_from(self.batch).unwrap_or(i64::MAX));
+        let after = q.bind(self.cursor.after());
+        q.push(&format!(
+            "{}DELETE FROM {table} WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
+            ctx.dialect.picked(
+                &format!(
+                    "SELECT {a}.id FROM {table} {a} WHERE {} AND {a}.id > {after} \
+                     ORDER BY {a}.id LIMIT {limit}",
+                    (self.rule)(a, &cutoff)
+                ),
+                a
+            ),
+            (self.rule)(table, &cutoff),
+        ));
+        let ids = returned_ids(q, txn, &format!("deleting old rows of {table}")).await?;
+        self.cursor.advance(ids.iter().copied());
+        let deleted = ids.len() as u64;
+        Ok(ChunkDone {
+            handled: deleted,
+            counts: vec![("deleted", deleted)],
+            mail_queued: false,
+        })
+    }
+}
+
 /// The ids a `... RETURNING id` statement gave back.
 pub async fn returned_ids(
     q: crate::db::Sql,

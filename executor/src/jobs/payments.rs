@@ -9,7 +9,7 @@ use serde_json::json;
 use super::aggregates::count;
 use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
 use super::window::day_offset;
-use super::{ChunkDone, ChunkStep, Cursor, aggregates, returned_ids, run_chunks, zero};
+use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, aggregates, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
@@ -240,45 +240,6 @@ fn old_failed(p: &str, cutoff: &str) -> String {
     )
 }
 
-struct DeleteFailedChunk {
-    batch: u64,
-    cursor: Cursor,
-}
-
-#[async_trait::async_trait]
-impl ChunkStep for DeleteFailedChunk {
-    async fn apply(
-        &self,
-        ctx: &TaskContext,
-        txn: &DatabaseTransaction,
-    ) -> Result<ChunkDone, TaskError> {
-        let mut q = Sql::new(ctx.dialect);
-        let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
-        let limit = q.bind(self.batch as i64);
-        let after = q.bind(self.cursor.after());
-        q.push(&format!(
-            "{}DELETE FROM payments WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
-            ctx.dialect.picked(
-                &format!(
-                    "SELECT p.id FROM payments p WHERE {} AND p.id > {after} \
-                     ORDER BY p.id LIMIT {limit}",
-                    old_failed("p", &cutoff)
-                ),
-                "p"
-            ),
-            old_failed("payments", &cutoff),
-        ));
-        let ids = returned_ids(q, txn, "deleting old failed payments").await?;
-        self.cursor.advance(ids.iter().copied());
-        let deleted = ids.len() as u64;
-        Ok(ChunkDone {
-            handled: deleted,
-            counts: vec![("deleted", deleted)],
-            mail_queued: false,
-        })
-    }
-}
-
 #[async_trait::async_trait]
 impl Task for CleanupOldFailedPayments {
     fn name(&self) -> &'static str {
@@ -297,7 +258,11 @@ impl Task for CleanupOldFailedPayments {
         let total = count(q, ctx, "counting old failed payments").await?;
         run_chunks(
             ctx,
-            &DeleteFailedChunk {
+            &DeleteChunk {
+                table: "payments",
+                alias: "p",
+                rule: old_failed,
+                retention: Duration::days(FAILED_PAYMENT_RETENTION_DAYS),
                 batch,
                 cursor: Cursor::default(),
             },
