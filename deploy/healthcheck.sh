@@ -7,6 +7,8 @@
 #   - the executor's gRPC port accepts a TCP connection, on the port of TICKETMAX_EXECUTOR_ADDR
 #     (default 50061).
 # A control plane whose /healthz answers 503 is unhealthy: no executor listens in its container.
+# With TICKETMAX_TLS_CERT set the HTTP port speaks TLS, which bash cannot: the control plane is
+# then healthy when that port accepts a connection.
 set -u
 
 port_of() { # "0.0.0.0:8080" or "[::]:8080" -> 8080
@@ -19,6 +21,10 @@ executor_port=$(port_of "${TICKETMAX_EXECUTOR_ADDR:-127.0.0.1:50061}")
 
 control_plane_healthy() {
     exec 3<>"/dev/tcp/127.0.0.1/${http_port}" || return 1
+    if [[ -n ${TICKETMAX_TLS_CERT:-} ]]; then
+        exec 3>&-
+        return 0
+    fi
     printf 'GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
     local status_line
     IFS= read -r -t 3 status_line <&3 || return 1

@@ -36,7 +36,7 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// CA (and this replica's certificate, for mutual TLS).
 struct Channels {
     map: Mutex<HashMap<String, Channel>>,
-    tls: Option<ClientTlsConfig>,
+    tls: ClientTlsConfig,
 }
 
 impl Channels {
@@ -54,8 +54,7 @@ impl Channels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         if address.starts_with("https://") {
-            endpoint =
-                endpoint.tls_config(self.tls.clone().unwrap_or_else(ClientTlsConfig::new))?;
+            endpoint = endpoint.tls_config(self.tls.clone())?;
         }
         let channel = endpoint.connect_lazy();
         map.insert(address.to_string(), channel.clone());
@@ -69,7 +68,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(app: SharedApp, tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(app: SharedApp, tls: ClientTlsConfig) -> Self {
         Self {
             app,
             channels: std::sync::Arc::new(Channels {

@@ -19,7 +19,7 @@ use ticketmax_proto::{
     v1::{self, RunState, job_service_server::JobService},
 };
 
-use crate::{api::JobApi, app::SharedApp};
+use crate::{api::JobApi, app::SharedApp, auth::Role};
 
 /// The seed's trigger endpoints and the job each one starts.
 pub const SEED_ENDPOINTS: [(&str, &str); 6] = [
@@ -73,14 +73,26 @@ pub fn router(app: SharedApp) -> Router {
     router.with_state(state)
 }
 
+/// Serves until `shutdown`, over TLS when `tls` is given (see `tls.rs`).
 pub async fn serve(
     app: SharedApp,
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let router = router(app);
+    match tls {
+        Some(config) => {
+            axum::serve(crate::tls::TlsListener::new(listener, config), router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 fn error_response(status: &tonic::Status) -> Response {
@@ -202,11 +214,16 @@ async fn trigger(State(h): State<Http>, headers: HeaderMap, job: &'static str) -
     }
 }
 
+/// Open to load balancers without a token, so it says no more than up, draining or down; the
+/// database error itself goes to the log.
 async fn healthz(State(h): State<Http>) -> Response {
     match h.app.store.ping().await {
         Ok(()) if !h.app.is_draining() => (StatusCode::OK, "ok").into_response(),
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "/healthz: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
     }
 }
 
@@ -217,8 +234,19 @@ pub fn escape_label(v: &str) -> String {
 }
 
 /// Prometheus text format. Counts come from the database, so every replica reports the same
-/// totals and a restart loses nothing.
-async fn metrics(State(h): State<Http>) -> Response {
+/// totals and a restart loses nothing. Job names, executor addresses and e-mail figures are not
+/// for everyone: with API tokens configured the scraper needs a viewer token (Prometheus:
+/// `authorization: { credentials_file: ... }`).
+async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
+    let mut credentials = Request::new(());
+    with_credentials(&mut credentials, &headers);
+    if let Err(status) = h
+        .app
+        .auth
+        .require(credentials.metadata(), Role::Viewer, "GET /metrics")
+    {
+        return error_response(&status);
+    }
     let store = &h.app.store;
     let counts = match store.run_counts().await {
         Ok(c) => c,

@@ -11,6 +11,7 @@ mod metrics;
 mod scheduler;
 mod server;
 mod store;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;

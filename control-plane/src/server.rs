@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use ticketmax_proto::v1::{
@@ -17,6 +17,7 @@ use crate::{
     app::SharedApp,
     dispatch::Dispatcher,
     scheduler::Scheduler,
+    tls,
 };
 
 const SERVICES: [&str; 3] = [
@@ -63,7 +64,9 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
             }
         }
     });
-    tasks.spawn(Dispatcher::new(app.clone(), client_tls(&app)?).run(workers.clone()));
+    tasks.spawn(
+        Dispatcher::new(app.clone(), tls::executor_client(&app.config)?).run(workers.clone()),
+    );
     tasks.spawn(watch_database(
         app.clone(),
         health_reporter.clone(),
@@ -72,9 +75,10 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
 
     let server_shutdown = shutdown.clone();
     let mut builder = Server::builder();
-    if let Some(tls) = server_tls(&app)? {
-        builder = builder.tls_config(tls).context("configuring TLS")?;
+    if let Some(tls) = tls::grpc_server(&app.config)? {
+        builder = builder.tls_config(tls).context("configuring gRPC TLS")?;
     }
+    let http_tls = tls::http_server(&app.config)?;
     warn_if_exposed(&app, addr, http_addr);
     let server = builder
         .add_service(health_service)
@@ -90,14 +94,22 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
     let http = tokio::spawn(crate::http::serve(
         app.clone(),
         http_listener,
+        http_tls,
         shutdown.clone(),
     ));
 
+    let (scheme, grpcurl_flags) = if app.config.tls_cert.is_some() {
+        ("https", "-cacert <CA> -authority <name in the certificate>")
+    } else {
+        ("http", "-plaintext")
+    };
     tracing::info!(
         replica = %app.replica_id,
         grpc = %addr,
-        http = %http_addr,
-        "control plane listening on {addr}; try: grpcurl -plaintext {addr} ticketmax.jobs.v1.JobService/GetStatus"
+        http = %format!("{scheme}://{http_addr}"),
+        tls = app.config.tls_cert.is_some(),
+        mutual_tls = app.config.tls_client_ca.is_some(),
+        "control plane listening on {addr}; try: grpcurl {grpcurl_flags} {addr} ticketmax.jobs.v1.JobService/GetStatus"
     );
 
     wait_for_signal().await;
@@ -131,42 +143,6 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
-}
-
-fn server_tls(app: &SharedApp) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let c = &app.config;
-    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
-        return Ok(None);
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "TICKETMAX_TLS_CERT")?,
-        read(key, "TICKETMAX_TLS_KEY")?,
-    ));
-    if let Some(ca) = &c.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
-    }
-    Ok(Some(tls))
-}
-
-/// How this replica dials https:// executors: their CA, and its own certificate for mTLS.
-fn client_tls(app: &SharedApp) -> anyhow::Result<Option<ClientTlsConfig>> {
-    let c = &app.config;
-    let Some(ca) = &c.tls_ca else {
-        return Ok(None);
-    };
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?));
-    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
-        tls = tls.identity(Identity::from_pem(
-            read(cert, "TICKETMAX_TLS_CERT")?,
-            read(key, "TICKETMAX_TLS_KEY")?,
-        ));
-    }
-    Ok(Some(tls))
-}
-
 /// Plaintext and an open API are the embedded default on loopback; anywhere else they are a
 /// mistake worth shouting about.
 fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::SocketAddr) {
@@ -175,7 +151,7 @@ fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::
         if addr.ip().is_loopback() {
             continue;
         }
-        if c.tls_cert.is_none() && what == "gRPC" {
+        if c.tls_cert.is_none() {
             tracing::warn!(%addr, "{what} listens on a non-loopback address without TLS: set TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY");
         }
         if !app.auth.api_tokens_configured() {

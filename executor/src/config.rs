@@ -174,6 +174,39 @@ pub struct Config {
         global = true
     )]
     pub executor_token: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS (advertised as https://), and present it to
+    /// a control plane that requires mutual TLS.
+    #[arg(
+        long = "tls-cert",
+        env = "TICKETMAX_TLS_CERT",
+        requires = "tls_key",
+        global = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of TICKETMAX_TLS_CERT.
+    #[arg(
+        long = "tls-key",
+        env = "TICKETMAX_TLS_KEY",
+        requires = "tls_cert",
+        global = true
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: accept RunJob and CancelRun only from callers presenting a certificate it signed
+    /// (the control plane's TICKETMAX_TLS_CERT); mutual TLS.
+    #[arg(
+        long = "tls-client-ca",
+        env = "TICKETMAX_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        global = true
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA that signed the control plane's certificate, for an https:// control-plane URL
+    /// [default: the web PKI roots].
+    #[arg(long = "tls-ca", env = "TICKETMAX_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to expect in the control plane's certificate, when it differs from the URL's host.
+    #[arg(long = "tls-domain", env = "TICKETMAX_TLS_DOMAIN", global = true)]
+    pub tls_domain: Option<String>,
     /// Memory (resident set) above which the health report alerts, in MiB.
     #[arg(
         long = "memory-alert-mb",
@@ -296,4 +329,16 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "executor".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks its definition only when asked; a clash between a global option and a
+    /// subcommand's would otherwise surface as a panic at the operator's first run.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -10,3 +10,4 @@ pub mod registration;
 pub mod schema;
 pub mod seed;
 pub mod tasks;
+pub mod tls;

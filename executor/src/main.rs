@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use ticketmax_executor::config::{Cli, Command, Config};
-use ticketmax_executor::{api, db, jobs, mail, registration, schema, seed, tasks};
+use ticketmax_executor::{api, db, jobs, mail, registration, schema, seed, tasks, tls};
 
 /// How long shutdown waits for running tasks to report CANCELLED before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -88,7 +88,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let advertise_url = config
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{}://{bound}", tls::scheme(&config)));
+    // Bad TLS files or a plaintext URL with a CA stop the start, before anything runs.
+    let server_tls = tls::server(&config)?;
+    let control_plane = tls::control_plane(&config)?;
+    warn_if_exposed(&config, bound);
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -151,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let registration = registration::Registration {
         control_plane_url: config.control_plane_url.clone(),
+        endpoint: control_plane,
         executor_id: executor_id.clone(),
         advertise_url: advertise_url.clone(),
         jobs: registry.names(),
@@ -171,10 +176,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         %executor_id, listen = %bound, advertise = %advertise_url,
         database = %redact(&config.database_url()), tasks = registry.names().len(),
+        tls = config.tls_cert.is_some(), mutual_tls = config.tls_client_ca.is_some(),
+        token = config.executor_token().is_some(),
         "executor serving"
     );
     let server_shutdown = shutdown.clone();
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        server = server.tls_config(tls).context("configuring gRPC TLS")?;
+    }
+    server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -209,6 +220,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     signal_task.abort();
     tracing::info!("executor stopped");
     Ok(())
+}
+
+/// Anyone who can reach an unauthenticated executor can make it run jobs against the
+/// ticketing database; fine on loopback, a mistake anywhere else.
+fn warn_if_exposed(config: &Config, bound: SocketAddr) {
+    if bound.ip().is_loopback() {
+        return;
+    }
+    if config.tls_client_ca.is_none() && config.executor_token().is_none() {
+        tracing::warn!(listen = %bound, "the executor accepts RunJob from anyone on a non-loopback address: set TICKETMAX_TLS_CLIENT_CA (mutual TLS) or TICKETMAX_EXECUTOR_TOKEN");
+    }
+    if config.tls_cert.is_none() {
+        tracing::warn!(listen = %bound, "the executor serves plaintext gRPC on a non-loopback address: set TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY");
+    }
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

@@ -11,6 +11,8 @@ use crate::api::RunningTasks;
 
 pub struct Registration {
     pub control_plane_url: String,
+    /// The control plane's endpoint, with its TLS settings (`tls::control_plane`).
+    pub endpoint: Endpoint,
     pub executor_id: String,
     pub advertise_url: String,
     pub jobs: Vec<String>,
@@ -53,25 +55,15 @@ impl Registration {
         request
     }
 
-    fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self) -> Channel {
         // Lazy: the control plane may start after us; calls fail until it answers.
-        Ok(Endpoint::from_shared(self.control_plane_url.clone())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy())
+        self.endpoint.connect_lazy()
     }
 
     /// Registers (retrying with backoff until the control plane answers), then heartbeats until
     /// `shutdown`, registering again whenever the control plane has forgotten us.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let channel = match self.channel() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(url = %self.control_plane_url, error = %e, "invalid control plane URL; not registering");
-                return;
-            }
-        };
-        let mut client = ExecutorRegistryClient::new(channel);
+        let mut client = ExecutorRegistryClient::new(self.channel());
         let mut outage = false;
         'register: loop {
             let mut backoff = MIN_BACKOFF;
@@ -101,7 +93,7 @@ impl Registration {
                     }
                     Err(status) => {
                         if !outage {
-                            tracing::warn!(control_plane = %self.control_plane_url, error = %status.message(), "control plane unreachable; will keep trying to register");
+                            tracing::warn!(control_plane = %self.control_plane_url, error = %why(&status), "cannot register with the control plane; will keep trying");
                             outage = true;
                         }
                     }
@@ -141,7 +133,7 @@ impl Registration {
                     }
                     Err(status) => {
                         if !outage {
-                            tracing::warn!(error = %status.message(), "heartbeat failed; control plane unreachable");
+                            tracing::warn!(error = %why(&status), "heartbeat failed; control plane unreachable");
                             outage = true;
                         }
                     }
@@ -151,8 +143,7 @@ impl Registration {
     }
 
     pub async fn deregister(&self) {
-        let Ok(channel) = self.channel() else { return };
-        let mut client = ExecutorRegistryClient::new(channel);
+        let mut client = ExecutorRegistryClient::new(self.channel());
         let request = DeregisterRequest {
             executor_id: self.executor_id.clone(),
         };
@@ -167,4 +158,21 @@ impl Registration {
             Err(_) => tracing::warn!("deregistration timed out"),
         }
     }
+}
+
+/// The status message and its causes: a TLS failure (unknown CA, missing client certificate)
+/// is only in the source chain, behind "transport error".
+fn why(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let cause = e.to_string();
+        // hyper and tonic repeat their cause in their own message; say each thing once.
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = e.source();
+    }
+    text
 }

@@ -11,13 +11,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
@@ -115,6 +118,9 @@ struct Sys {
     cp_url: String,
     tk_url: String,
     procs: Vec<Proc>,
+    /// How the readiness check speaks to control planes started from now on: plaintext
+    /// HTTP, or TLS with this client configuration.
+    http_tls: Option<TlsConnector>,
 }
 
 impl Drop for Sys {
@@ -188,6 +194,7 @@ impl Sys {
             cp_url,
             tk_url,
             procs: Vec::new(),
+            http_tls: None,
         }
     }
 
@@ -239,7 +246,11 @@ impl Sys {
             if let Ok(Some(st)) = self.procs[i].child.try_wait() {
                 panic!("{name} exited ({st}):\n{}", self.procs[i].tail());
             }
-            if let Ok((200, _)) = http_call(http, "GET", "/healthz", None).await {
+            let health = match &self.http_tls {
+                Some(tls) => https_call(http, tls, "GET", "/healthz", None).await,
+                None => http_call(http, "GET", "/healthz", None).await,
+            };
+            if let Ok((200, _)) = health {
                 return (grpc, http);
             }
             assert!(
@@ -379,16 +390,45 @@ fn assert_same(before: &[(String, String)], after: &[(String, String)], what: &s
     }
 }
 
-/// A hand-written HTTP/1.1 request; returns the status code and the body.
+/// A hand-written HTTP/1.1 request in plaintext; returns the status code and the body.
 async fn http_call(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+    http_exchange(connect(addr).await?, addr, method, path, token).await
+}
+
+/// The same over TLS with `tls` (see [`https_client`]).
+async fn https_call(
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let tcp = connect(addr).await?;
+    let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp))
         .await
-        .map_err(|_| std::io::Error::other("connect timed out"))??;
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    http_exchange(stream, addr, method, path, token).await
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))?
+}
+
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -400,9 +440,12 @@ async fn http_call(
     )
     .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::other("read timed out"))??;
+    // A TLS peer may close without close_notify once the response is complete.
+    match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await {
+        Err(_) => return Err(std::io::Error::other("read timed out")),
+        Ok(Err(e)) if buf.is_empty() => return Err(e),
+        Ok(_) => {}
+    }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text
         .split_whitespace()
@@ -784,6 +827,26 @@ async fn roles_rate_limit_bad_inputs_and_who_did_what() {
     assert_eq!(
         code, 200,
         "the viewer may read the status over HTTP: {body}"
+    );
+    // /metrics names jobs, executors and e-mail figures: a viewer token at least. /healthz
+    // stays open for load balancers and says nothing more than ok.
+    for (token, expect) in [
+        (None, 401),
+        (Some(WRONG_SECRETS[0]), 401),
+        (Some(VIEWER_SECRET), 200),
+        (Some(OPERATOR_SECRET), 200),
+    ] {
+        let (code, body) = http_call(http, "GET", "/metrics", token).await.unwrap();
+        assert_eq!(code, expect, "/metrics with {token:?}: {body}");
+        assert_eq!(
+            body.contains("ticketmax_runs"),
+            expect == 200,
+            "/metrics with {token:?}: {body}"
+        );
+    }
+    assert_eq!(
+        http_call(http, "GET", "/healthz", None).await.unwrap(),
+        (200, "ok".to_string())
     );
     assert_same(&before, &control_snapshot(&sys).await, "refused HTTP calls");
     let (code, body) = http_call(http, "POST", path, Some(OPERATOR_SECRET))
@@ -1361,6 +1424,32 @@ async fn bad_inputs(sys: &Sys, api: &mut Api, ctx: &Ctx, queued_run: &str) {
 // Executor trust
 // ------------------------------------------------------------------------------------------
 
+/// Waits for the executor's ticketing schema, then adds booking 1: pending for 30 minutes, so
+/// cancel-expired-bookings cancels it.
+async fn one_expired_booking(sys: &Sys) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scalar::<i64>(
+        &sys.ticketing,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'email_outbox'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no ticketing schema");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sys.ticketing
+        .execute_unprepared(
+            "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
+             INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
+               (10, 'Big Show', now() + interval '10 days', 100, 98, 'upcoming'); \
+             INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) VALUES \
+               (1, 1, 10, 2, 1000, 'pending', now() - interval '30 minutes');",
+        )
+        .await
+        .unwrap();
+}
+
 async fn ticketing_snapshot(sys: &Sys) -> Vec<(String, String)> {
     snapshot(
         &sys.ticketing,
@@ -1399,28 +1488,7 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
         .await;
     let mut api = api(grpc).await;
     pause_everything(&mut api, OPERATOR_SECRET).await;
-    // The ticketing schema is the executor's; one expired booking for the cleanup to cancel.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scalar::<i64>(
-        &sys.ticketing,
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'email_outbox'",
-    )
-    .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "no ticketing schema");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    sys.ticketing
-        .execute_unprepared(
-            "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
-             INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
-               (10, 'Big Show', now() + interval '10 days', 100, 98, 'upcoming'); \
-             INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) VALUES \
-               (1, 1, 10, 2, 1000, 'pending', now() - interval '30 minutes');",
-        )
-        .await
-        .unwrap();
+    one_expired_booking(&sys).await;
 
     // A real executor process with the wrong secret never gets in.
     sys.executor(
@@ -1524,18 +1592,8 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
     // ticketing database does not change.
     let tk_before = ticketing_snapshot(&sys).await;
     let mut ex = ExecutorClient::new(channel(format!("http://{ex_addr}"), None).await.unwrap());
-    let run_job = || v1::RunJobRequest {
-        run_id: uuid::Uuid::new_v4().to_string(),
-        job: CANCEL_EXPIRED.into(),
-        attempt: 1,
-        scheduled_for: Some(ticketmax_e2e::to_timestamp(chrono::Utc::now())),
-        idempotency_key: "impostor".into(),
-        params: None,
-        timezone: "UTC".into(),
-        timeout_seconds: 60,
-    };
     for token in [None, Some(WRONG_SECRETS[0]), Some(OPERATOR_SECRET)] {
-        let r = ex.run_job(req(run_job(), token)).await;
+        let r = ex.run_job(req(stray_run_job(), token)).await;
         let r: Result<Vec<ExecutorEvent>, Status> = match r {
             Ok(stream) => {
                 use futures::StreamExt;
@@ -1659,6 +1717,29 @@ fn tls(ca_pem: &str, client: Option<&(String, String)>) -> ClientTlsConfig {
     t
 }
 
+/// An HTTPS client trusting `ca_pem`, presenting `client` when given.
+fn https_client(ca_pem: &str, client: Option<&(String, String)>) -> TlsConnector {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
 /// GetStatus over a fresh connection; the error as text.
 async fn status_over(url: String, tls: Option<ClientTlsConfig>) -> Result<String, String> {
     let fut = async {
@@ -1695,8 +1776,9 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
     let key = write("server.key", &server.1);
     let ca_file = write("ca.pem", &ca.pem());
 
-    // TLS: plaintext clients fail, clients trusting the CA succeed, others fail.
-    let (grpc, _) = sys
+    // TLS: plaintext clients fail, clients trusting the CA succeed, others fail; on both ports.
+    sys.http_tls = Some(https_client(&ca.pem(), None));
+    let (grpc, http) = sys
         .control_plane(
             "cp-tls",
             &[
@@ -1715,10 +1797,25 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
         wrong.is_err(),
         "a client trusting another CA accepted the server: {wrong:?}"
     );
+    let tls_http = https_client(&ca.pem(), None);
+    let r = https_call(http, &tls_http, "GET", "/background-jobs/status", None).await;
+    assert_eq!(r.as_ref().map(|r| r.0).ok(), Some(200), "HTTPS: {r:?}");
+    let r = http_call(http, "GET", "/background-jobs/status", None).await;
+    assert!(r.is_err(), "plaintext HTTP on the TLS port answered: {r:?}");
+    let r = https_call(
+        http,
+        &https_client(&other.pem(), None),
+        "GET",
+        "/healthz",
+        None,
+    )
+    .await;
+    assert!(r.is_err(), "HTTPS trusting another CA, yet: {r:?}");
     sys.procs[0].kill().await;
 
     // Mutual TLS: a client certificate signed by TICKETMAX_TLS_CLIENT_CA is required.
-    let (grpc, _) = sys
+    sys.http_tls = Some(https_client(&ca.pem(), Some(&client)));
+    let (grpc, http) = sys
         .control_plane(
             "cp-mtls",
             &[
@@ -1740,9 +1837,33 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
     assert!(plain.is_err(), "plaintext, yet: {plain:?}");
     let ok = status_over(https.clone(), Some(tls(&ca.pem(), Some(&client)))).await;
     assert_eq!(ok.as_deref(), Ok("active"), "CA-signed client certificate");
+    // The HTTP port asks for the same client certificate.
+    for (what, tls) in [
+        ("no client certificate", https_client(&ca.pem(), None)),
+        (
+            "a foreign certificate",
+            https_client(&ca.pem(), Some(&stranger)),
+        ),
+    ] {
+        let r = https_call(http, &tls, "GET", "/healthz", None).await;
+        assert!(r.is_err(), "HTTPS with {what}, yet: {r:?}");
+    }
+    let r = https_call(
+        http,
+        &https_client(&ca.pem(), Some(&client)),
+        "GET",
+        "/healthz",
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.as_ref().map(|r| r.0).ok(),
+        Some(200),
+        "HTTPS with mTLS: {r:?}"
+    );
 
-    // Registration over mutual TLS (as an executor would; the executor binary has no TLS
-    // settings of its own yet): only with a CA-signed certificate, and only then a row.
+    // Registration by hand over mutual TLS: only with a CA-signed certificate, and only then a
+    // row. (The executor binary over mutual TLS: `mutual_tls_between_every_process`.)
     let register = v1::RegisterRequest {
         executor_id: "ex-tls".into(),
         address: "https://127.0.0.1:1".into(),
@@ -1785,6 +1906,539 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
             assert!(!log.contains(body), "{} logs a private key", p.name);
         }
     }
+}
+
+/// A RunJob for cancel-expired-bookings, as a caller other than the control plane would send it.
+fn stray_run_job() -> v1::RunJobRequest {
+    v1::RunJobRequest {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        job: CANCEL_EXPIRED.into(),
+        attempt: 1,
+        scheduled_for: Some(ticketmax_e2e::to_timestamp(chrono::Utc::now())),
+        idempotency_key: "impostor".into(),
+        params: None,
+        timezone: "UTC".into(),
+        timeout_seconds: 60,
+    }
+}
+
+/// RunJob at `url` over a fresh connection, to the end of its stream; the failure as text.
+async fn run_job_over(url: String, tls: Option<ClientTlsConfig>) -> Result<usize, String> {
+    let fut = async {
+        let ch = channel(url, tls)
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let stream = ExecutorClient::new(ch)
+            .run_job(stray_run_job())
+            .await
+            .map_err(|s| format!("RunJob: {s:?}"))?;
+        use futures::StreamExt;
+        let events: Vec<_> = stream.into_inner().collect().await;
+        events
+            .into_iter()
+            .collect::<Result<Vec<ExecutorEvent>, Status>>()
+            .map(|e| e.len())
+            .map_err(|s| format!("RunJob stream: {s:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// Waits until `name`'s log says `what`.
+async fn wait_for_log(sys: &Sys, name: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = sys.procs.iter().find(|p| p.name == name).unwrap().log();
+        if log.contains(what) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never logged {what:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The production shape of SPEC §9 with mutual TLS and no shared executor secret: the control
+/// plane, an executor and ticketmaxctl each hold a certificate from one internal CA. The
+/// executor registers over mutual TLS and is dialed back over mutual TLS; executors with a
+/// foreign certificate, with none, or in plaintext never register; RunJob straight at the
+/// executor without the control plane's certificate is refused and changes nothing; the HTTP
+/// port asks for the same client certificate and `/metrics` for a viewer token.
+#[tokio::test]
+async fn mutual_tls_between_every_process() {
+    let mut sys = Sys::new("mutual_tls_between_every_process").await;
+    let ca = make_ca("TicketMax internal CA");
+    let other = make_ca("Some other CA");
+    let names = ["localhost", "127.0.0.1"];
+    let cp = leaf(&ca, &names, "control-plane");
+    let ex = leaf(&ca, &names, "executor");
+    let ctl = leaf(&ca, &["ticketmaxctl"], "ticketmaxctl");
+    let stranger = leaf(&other, &names, "stranger");
+    let pki = sys.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = pki.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let other_ca_file = write("other-ca.pem", &other.pem());
+    let identity = |who: &str, (cert, key): &(String, String)| {
+        vec![
+            ("TICKETMAX_TLS_CERT", write(&format!("{who}.pem"), cert)),
+            ("TICKETMAX_TLS_KEY", write(&format!("{who}.key"), key)),
+        ]
+    };
+    let cp_env = identity("control-plane", &cp);
+    let ex_env = identity("executor", &ex);
+    let ctl_files = identity("ticketmaxctl", &ctl);
+    let stranger_env = identity("stranger", &stranger);
+
+    sys.http_tls = Some(https_client(&ca.pem(), Some(&ctl)));
+    let mut env = cp_env;
+    env.extend([
+        ("TICKETMAX_TLS_CLIENT_CA", ca_file.clone()),
+        ("TICKETMAX_TLS_CA", ca_file.clone()),
+        ("TICKETMAX_API_TOKENS", api_tokens()),
+    ]);
+    let (grpc, http) = sys.control_plane("cp-1", &env).await;
+    let cp_url = format!("https://{grpc}");
+    // No scheduled run may touch the ticketing data while the test compares snapshots.
+    let mut api = JobServiceClient::new(
+        channel(cp_url.clone(), Some(tls(&ca.pem(), Some(&ctl))))
+            .await
+            .expect("mTLS connect"),
+    );
+    pause_everything(&mut api, OPERATOR_SECRET).await;
+    let trusting = |mut env: Vec<(&'static str, String)>, ca: &str| {
+        env.extend([
+            ("TICKETMAX_TLS_CLIENT_CA", ca.to_string()),
+            ("TICKETMAX_TLS_CA", ca.to_string()),
+            ("TICKETMAX_CONTROL_PLANE_URL", cp_url.clone()),
+        ]);
+        env
+    };
+    let ex_addr = sys
+        .executor("ex-1", grpc, &trusting(ex_env, &ca_file), true)
+        .await;
+    let advertised: String = scalar(
+        &sys.control,
+        "SELECT address FROM executors WHERE id = 'ex-1'",
+    )
+    .await;
+    assert_eq!(advertised, format!("https://{ex_addr}"));
+
+    // Would-be executors: a certificate from another CA, no certificate, plaintext.
+    sys.executor(
+        "ex-stranger",
+        grpc,
+        &trusting(stranger_env, &other_ca_file),
+        false,
+    )
+    .await;
+    sys.executor(
+        "ex-anonymous",
+        grpc,
+        &[
+            ("TICKETMAX_TLS_CA", ca_file.clone()),
+            ("TICKETMAX_CONTROL_PLANE_URL", cp_url.clone()),
+        ],
+        false,
+    )
+    .await;
+    sys.executor("ex-plaintext", grpc, &[], false).await;
+    for name in ["ex-stranger", "ex-anonymous", "ex-plaintext"] {
+        wait_for_log(&sys, name, "cannot register with the control plane").await;
+    }
+    let ids: String = scalar(
+        &sys.control,
+        "SELECT string_agg(id, ',' ORDER BY id) FROM executors",
+    )
+    .await;
+    assert_eq!(
+        ids, "ex-1",
+        "only the executor with a CA-signed certificate"
+    );
+
+    // RunJob straight at the executor without the control plane's trust: nothing runs.
+    one_expired_booking(&sys).await;
+    let tk_before = ticketing_snapshot(&sys).await;
+    let ex_url = format!("https://{ex_addr}");
+    for (what, url, tls) in [
+        ("plaintext", format!("http://{ex_addr}"), None),
+        (
+            "no client certificate",
+            ex_url.clone(),
+            Some(tls(&ca.pem(), None)),
+        ),
+        (
+            "a foreign client certificate",
+            ex_url.clone(),
+            Some(tls(&ca.pem(), Some(&stranger))),
+        ),
+    ] {
+        let r = run_job_over(url, tls).await;
+        assert!(r.is_err(), "RunJob with {what} ran: {r:?}");
+    }
+    assert_same(
+        &tk_before,
+        &ticketing_snapshot(&sys).await,
+        "RunJob without the control plane's certificate",
+    );
+
+    // ticketmaxctl over mutual TLS: refused without its certificate, then the real trigger runs
+    // on ex-1, which the control plane dialed over mutual TLS.
+    let ctl_cmd = |with_cert: bool| {
+        let mut cmd = tokio::process::Command::new(binary("ticketmaxctl"));
+        cmd.env_clear()
+            .env("TICKETMAX_CONTROL_PLANE_URL", &cp_url)
+            .env("TICKETMAX_CA_FILE", &ca_file)
+            .env("TICKETMAX_TOKEN", OPERATOR_SECRET)
+            .args(["trigger", CANCEL_EXPIRED, "--wait", "--timeout", "60"])
+            .kill_on_drop(true);
+        if with_cert {
+            cmd.args([
+                "--client-cert",
+                &ctl_files[0].1,
+                "--client-key",
+                &ctl_files[1].1,
+            ]);
+        }
+        cmd
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), ctl_cmd(false).output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "ticketmaxctl without a client certificate: {out:?}"
+    );
+    assert_same(
+        &tk_before,
+        &ticketing_snapshot(&sys).await,
+        "ticketmaxctl without a client certificate",
+    );
+    let out = tokio::time::timeout(Duration::from_secs(120), ctl_cmd(true).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ticketmaxctl trigger --wait: {text}");
+    let (state, executor, who): (String, String, String) = (
+        scalar(
+            &sys.control,
+            "SELECT state FROM runs WHERE trigger = 'manual'",
+        )
+        .await,
+        scalar(
+            &sys.control,
+            "SELECT executor_id FROM runs WHERE trigger = 'manual'",
+        )
+        .await,
+        scalar(
+            &sys.control,
+            "SELECT triggered_by FROM runs WHERE trigger = 'manual'",
+        )
+        .await,
+    );
+    assert_eq!(
+        (state.as_str(), executor.as_str(), who.as_str()),
+        ("succeeded", "ex-1", "alice"),
+        "{text}"
+    );
+    let booking: String = scalar(
+        &sys.ticketing,
+        "SELECT status::text FROM bookings WHERE id = 1",
+    )
+    .await;
+    assert_eq!(booking, "cancelled");
+
+    // The HTTP port over mutual TLS: /healthz for anyone holding a certificate, /metrics only
+    // with a viewer token.
+    let https = https_client(&ca.pem(), Some(&ctl));
+    let code = |r: std::io::Result<(u16, String)>| r.map(|r| r.0).map_err(|e| e.to_string());
+    assert_eq!(
+        code(https_call(http, &https, "GET", "/healthz", None).await),
+        Ok(200)
+    );
+    assert_eq!(
+        code(https_call(http, &https, "GET", "/metrics", None).await),
+        Ok(401)
+    );
+    let (status, body) = https_call(http, &https, "GET", "/metrics", Some(VIEWER_SECRET))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ticketmax_runs{"), "{body}");
+
+    for p in &mut sys.procs {
+        p.kill().await;
+    }
+    for p in &sys.procs {
+        let log = p.log();
+        for (_, key) in [&cp, &ex, &ctl, &stranger] {
+            let body = key.lines().nth(1).unwrap_or("-");
+            assert!(!log.contains(body), "{} logs a private key", p.name);
+        }
+    }
+    sys.stop_and_assert_no_secret_in_logs().await;
+}
+
+/// What an operator checks from outside the repo: the real grpcurl, by reflection, against a
+/// control plane with mutual TLS and tokens. No, wrong and right credentials, then a table of
+/// bad inputs; each refused with its status, and the database unchanged.
+#[tokio::test]
+async fn grpcurl_credentials_and_bad_inputs_over_mutual_tls() {
+    let mut sys = Sys::new("grpcurl_credentials_and_bad_inputs_over_mutual_tls").await;
+    let ca = make_ca("TicketMax internal CA");
+    let cp = leaf(&ca, &["localhost", "127.0.0.1"], "control-plane");
+    let ctl = leaf(&ca, &["operator"], "operator");
+    let pki = sys.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = pki.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let (ctl_cert, ctl_key) = (write("me.pem", &ctl.0), write("me.key", &ctl.1));
+    sys.http_tls = Some(https_client(&ca.pem(), Some(&ctl)));
+    let (grpc, _) = sys
+        .control_plane(
+            "cp-1",
+            &[
+                ("TICKETMAX_TLS_CERT", write("cp.pem", &cp.0)),
+                ("TICKETMAX_TLS_KEY", write("cp.key", &cp.1)),
+                ("TICKETMAX_TLS_CLIENT_CA", ca_file.clone()),
+                ("TICKETMAX_API_TOKENS", api_tokens()),
+            ],
+        )
+        .await;
+    let target = format!("localhost:{}", grpc.port());
+    let mtls = [
+        "-cacert",
+        ca_file.as_str(),
+        "-cert",
+        ctl_cert.as_str(),
+        "-key",
+        ctl_key.as_str(),
+    ];
+    // (exit success, stdout + stderr)
+    let grpcurl = |flags: &[&str], token: Option<&str>, method: &str, body: &str| {
+        let mut cmd = tokio::process::Command::new(ticketmax_e2e::grpcurl_path());
+        cmd.args(flags);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+        }
+        cmd.args(["-d", body, &target])
+            .arg(format!("ticketmax.jobs.v1.JobService/{method}"))
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+                .await
+                .expect("grpcurl did not finish in 30 s")
+                .expect("run grpcurl");
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        }
+    };
+    let (ok, text) = grpcurl(&mtls, Some(OPERATOR_SECRET), "GetStatus", "{}").await;
+    assert!(ok, "GetStatus over mutual TLS: {text}");
+    let before = control_snapshot(&sys).await;
+
+    // Transport: without the client certificate, or in plaintext, nothing gets through.
+    for (what, flags) in [
+        ("no client certificate", vec!["-cacert", ca_file.as_str()]),
+        ("plaintext", vec!["-plaintext"]),
+    ] {
+        let (ok, text) = grpcurl(&flags, Some(OPERATOR_SECRET), "GetStatus", "{}").await;
+        assert!(!ok, "GetStatus with {what}: {text}");
+    }
+    // Credentials and roles.
+    let job = CANCEL_EXPIRED;
+    let trigger = format!(r#"{{"job": "{job}"}}"#);
+    let pause = format!(r#"{{"name": "{job}"}}"#);
+    let update = |field: &str| format!(r#"{{"name": "{job}", {field}}}"#);
+    let unknown_run = format!(r#"{{"runId": "{}"}}"#, uuid::Uuid::new_v4());
+    let long_key = format!(
+        r#"{{"job": "{job}", "idempotencyKey": "{}"}}"#,
+        "k".repeat(201)
+    );
+    let long_name = format!(r#"{{"name": "{}"}}"#, "x".repeat(10 * 1024));
+    let cases: Vec<(&str, Option<&str>, &str, String, &str)> = vec![
+        (
+            "no token",
+            None,
+            "GetStatus",
+            "{}".into(),
+            "Unauthenticated",
+        ),
+        (
+            "wrong token",
+            Some(WRONG_SECRETS[0]),
+            "GetStatus",
+            "{}".into(),
+            "Unauthenticated",
+        ),
+        (
+            "no token",
+            None,
+            "TriggerJob",
+            trigger.clone(),
+            "Unauthenticated",
+        ),
+        (
+            "viewer",
+            Some(VIEWER_SECRET),
+            "TriggerJob",
+            trigger.clone(),
+            "PermissionDenied",
+        ),
+        (
+            "viewer",
+            Some(VIEWER_SECRET),
+            "PauseJob",
+            pause.clone(),
+            "PermissionDenied",
+        ),
+        (
+            "viewer",
+            Some(VIEWER_SECRET),
+            "UpdateJob",
+            update(r#""schedule": "* * * * *""#),
+            "PermissionDenied",
+        ),
+        (
+            "viewer",
+            Some(VIEWER_SECRET),
+            "CancelRun",
+            unknown_run.clone(),
+            "PermissionDenied",
+        ),
+        // Bad inputs, with the operator's token.
+        (
+            "empty name",
+            Some(OPERATOR_SECRET),
+            "GetJob",
+            r#"{"name": ""}"#.into(),
+            "InvalidArgument",
+        ),
+        (
+            "10 KB name",
+            Some(OPERATOR_SECRET),
+            "PauseJob",
+            long_name,
+            "InvalidArgument",
+        ),
+        (
+            "unknown job",
+            Some(OPERATOR_SECRET),
+            "TriggerJob",
+            r#"{"job": "nope/no-such-job"}"#.into(),
+            "NotFound",
+        ),
+        (
+            "201-char idempotency key",
+            Some(OPERATOR_SECRET),
+            "TriggerJob",
+            long_key,
+            "InvalidArgument",
+        ),
+        (
+            "bad cron",
+            Some(OPERATOR_SECRET),
+            "UpdateJob",
+            update(r#""schedule": "not a cron""#),
+            "InvalidArgument",
+        ),
+        (
+            "minute 61",
+            Some(OPERATOR_SECRET),
+            "UpdateJob",
+            update(r#""schedule": "61 * * * *""#),
+            "InvalidArgument",
+        ),
+        (
+            "never fires (30 Feb)",
+            Some(OPERATOR_SECRET),
+            "UpdateJob",
+            update(r#""schedule": "0 0 30 2 *""#),
+            "InvalidArgument",
+        ),
+        (
+            "bad timezone",
+            Some(OPERATOR_SECRET),
+            "UpdateJob",
+            update(r#""timezone": "Mars/Olympus""#),
+            "InvalidArgument",
+        ),
+        (
+            "max_retries 101",
+            Some(OPERATOR_SECRET),
+            "UpdateJob",
+            update(r#""maxRetries": 101"#),
+            "InvalidArgument",
+        ),
+        (
+            "bad page token",
+            Some(OPERATOR_SECRET),
+            "ListRuns",
+            r#"{"pageToken": "not-a-token"}"#.into(),
+            "InvalidArgument",
+        ),
+        (
+            "unknown run",
+            Some(OPERATOR_SECRET),
+            "GetRun",
+            unknown_run.clone(),
+            "NotFound",
+        ),
+        (
+            "cancel unknown run",
+            Some(OPERATOR_SECRET),
+            "CancelRun",
+            unknown_run,
+            "NotFound",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, token, method, body, code) in &cases {
+        let (ok, text) = grpcurl(&mtls, *token, method, body).await;
+        if ok || !text.contains(&format!("Code: {code}")) {
+            wrong.push(format!("{method} ({what}): expected {code}, got: {text}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_same(
+        &before,
+        &control_snapshot(&sys).await,
+        "refused grpcurl calls",
+    );
+
+    // And the right credentials do change things.
+    let (ok, text) = grpcurl(&mtls, Some(OPERATOR_SECRET), "PauseJob", &pause).await;
+    assert!(ok, "PauseJob as operator: {text}");
+    let updated_by: String = scalar(
+        &sys.control,
+        &format!("SELECT coalesce(updated_by, '') FROM jobs WHERE name = '{job}'"),
+    )
+    .await;
+    assert_eq!(updated_by, "alice");
+    sys.stop_and_assert_no_secret_in_logs().await;
 }
 
 /// A token configuration that cannot be meant stops the control plane at start-up, with a

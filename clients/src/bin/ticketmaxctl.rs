@@ -70,6 +70,29 @@ struct Cli {
     #[arg(long, env = "TICKETMAX_CA_FILE", global = true)]
     ca_file: Option<PathBuf>,
 
+    /// PEM client certificate for a control plane that requires mutual TLS
+    /// (TICKETMAX_TLS_CLIENT_CA there).
+    #[arg(
+        long,
+        env = "TICKETMAX_CLIENT_CERT",
+        requires = "client_key",
+        global = true
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "TICKETMAX_CLIENT_KEY",
+        requires = "client_cert",
+        global = true
+    )]
+    client_key: Option<PathBuf>,
+
+    /// Name to expect in the control plane's certificate, when it differs from the URL's host.
+    #[arg(long, env = "TICKETMAX_TLS_DOMAIN", global = true)]
+    tls_domain: Option<String>,
+
     /// Seconds to wait for the connection.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
     connect_timeout: u64,
@@ -445,6 +468,12 @@ async fn run(cli: Cli) -> CliResult {
     }
     if let Some(ca) = &cli.ca_file {
         builder = builder.ca_file(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        builder = builder.client_identity(cert.clone(), key.clone());
+    }
+    if let Some(domain) = &cli.tls_domain {
+        builder = builder.tls_domain(domain.clone());
     }
     let client = builder.connect().await?;
     let json_out = cli.output == Output::Json;

@@ -1,0 +1,180 @@
+//! TLS for the control plane's three doors: the gRPC server, the HTTP port, and the client side
+//! of `RunJob` (dialing https:// executors). One certificate and key (`TICKETMAX_TLS_CERT`,
+//! `TICKETMAX_TLS_KEY`) serve both ports and are presented to executors as this replica's client
+//! identity; `TICKETMAX_TLS_CLIENT_CA` turns on mutual TLS on both ports; `TICKETMAX_TLS_CA` is
+//! the CA executors' certificates are checked against. rustls with ring, no OpenSSL.
+use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, net::TcpStream, task::JoinSet};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        self, RootCertStore, ServerConfig,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    },
+    server::TlsStream,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use crate::config::Config;
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// The gRPC server's TLS, when a certificate is configured.
+pub fn grpc_server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "TICKETMAX_TLS_CERT")?,
+        read(key, "TICKETMAX_TLS_KEY")?,
+    ));
+    if let Some(ca) = &c.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
+    }
+    Ok(Some(tls))
+}
+
+/// How this replica dials https:// executors: their CA (the web PKI roots without one), and its
+/// own certificate for executors that require mutual TLS.
+pub fn executor_client(c: &Config) -> anyhow::Result<ClientTlsConfig> {
+    let mut tls = match &c.tls_ca {
+        Some(ca) => ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "TICKETMAX_TLS_CERT")?,
+            read(key, "TICKETMAX_TLS_KEY")?,
+        ));
+    }
+    Ok(tls)
+}
+
+/// The HTTP port's rustls configuration, when a certificate is configured: the same identity
+/// as gRPC and, with `TICKETMAX_TLS_CLIENT_CA`, the same client-certificate requirement.
+pub fn http_server(c: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_slice_iter(&read(cert, "TICKETMAX_TLS_CERT")?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing TICKETMAX_TLS_CERT {}", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "TICKETMAX_TLS_CERT {} holds no certificate",
+        cert.display()
+    );
+    // The key's parse error is not shown: it could quote key material.
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&read(key, "TICKETMAX_TLS_KEY")?).map_err(|_| {
+            anyhow::anyhow!(
+                "TICKETMAX_TLS_KEY {} holds no PEM private key",
+                key.display()
+            )
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("choosing TLS versions")?;
+    let builder = match &c.tls_client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for der in CertificateDer::pem_slice_iter(&read(ca, "TICKETMAX_TLS_CLIENT_CA")?) {
+                let der = der
+                    .with_context(|| format!("parsing TICKETMAX_TLS_CLIENT_CA {}", ca.display()))?;
+                roots
+                    .add(der)
+                    .with_context(|| format!("TICKETMAX_TLS_CLIENT_CA {}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("building the client-certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key_der)
+        .context("TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY do not make a usable identity")?;
+    // axum serves HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// A slow or silent client may not hold a handshake slot for longer than this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An axum listener that hands out connections once their TLS handshake is done. Handshakes run
+/// concurrently in a set this listener owns, so one slow client does not stall the others and
+/// none outlives the server.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some((tls, peer)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP TLS handshake timed out");
+            None
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        self.handshakes.spawn(handshake(self.acceptor.clone(), stream, peer));
+                    }
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(ready)) = done {
+                        return ready;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}

@@ -1,0 +1,78 @@
+//! TLS on both sides of the executor: its gRPC server (with mutual TLS, only the control plane
+//! may call `RunJob`), and its client to the control plane's `ExecutorRegistry` (the control
+//! plane's CA, and this executor's certificate for a control plane that requires mutual TLS).
+//! rustls with ring, no OpenSSL.
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+
+use crate::config::Config;
+
+fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn identity(c: &Config) -> anyhow::Result<Option<Identity>> {
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return Ok(None);
+    };
+    Ok(Some(Identity::from_pem(
+        read(cert, "TICKETMAX_TLS_CERT")?,
+        read(key, "TICKETMAX_TLS_KEY")?,
+    )))
+}
+
+/// The gRPC server's TLS, when a certificate is configured.
+pub fn server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let Some(identity) = identity(c)? else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &c.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
+    }
+    Ok(Some(tls))
+}
+
+/// The scheme this executor serves, for the default advertised URL.
+pub fn scheme(c: &Config) -> &'static str {
+    if c.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The endpoint of the control plane's `ExecutorRegistry`. A CA or domain configured for a
+/// plaintext URL is refused rather than ignored: the operator meant TLS.
+pub fn control_plane(c: &Config) -> anyhow::Result<Endpoint> {
+    let url = &c.control_plane_url;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("TICKETMAX_CONTROL_PLANE_URL {url:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10));
+    if !url.starts_with("https://") {
+        anyhow::ensure!(
+            c.tls_ca.is_none() && c.tls_domain.is_none(),
+            "TICKETMAX_TLS_CA / TICKETMAX_TLS_DOMAIN are set but TICKETMAX_CONTROL_PLANE_URL \
+             {url} is plaintext; use https://"
+        );
+        return Ok(endpoint);
+    }
+    let mut tls = match &c.tls_ca {
+        Some(ca) => ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let Some(identity) = identity(c)? {
+        tls = tls.identity(identity);
+    }
+    if let Some(domain) = &c.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    endpoint
+        .tls_config(tls)
+        .context("configuring TLS to the control plane")
+}
