@@ -84,8 +84,14 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(JobServiceServer::new(JobApi::new(app.clone())))
-        .add_service(ExecutorRegistryServer::new(RegistryApi::new(app.clone())))
+        .add_service(
+            JobServiceServer::new(JobApi::new(app.clone()))
+                .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            ExecutorRegistryServer::new(RegistryApi::new(app.clone()))
+                .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             server_shutdown.cancelled_owned(),

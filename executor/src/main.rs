@@ -189,12 +189,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            ticketmax_proto::v1::executor_server::ExecutorServer::with_interceptor(
-                service,
-                api::RequireToken::new(config.executor_token()),
-            ),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ticketmax_proto::v1::executor_server::ExecutorServer::new(service)
+                .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
+            api::RequireToken::new(config.executor_token()),
+        ))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             server_shutdown.cancelled_owned(),

@@ -13,6 +13,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tick
 
 pub use prost_types;
 
+/// The largest request either server decodes (tonic's default is 4 MiB). The biggest legitimate
+/// request is a TriggerJob or RunJob with 64 KiB of params; anything far beyond is refused with
+/// OUT_OF_RANGE before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
 mod convert;
 pub use convert::*;
 

@@ -1110,6 +1110,21 @@ async fn bad_inputs(sys: &Sys, api: &mut Api, ctx: &Ctx, queued_run: &str) {
             t
         ))
     );
+    // Past the servers' message limit: refused before it is parsed.
+    case!(
+        "TriggerJob 1 MiB message",
+        Code::OutOfRange,
+        api.trigger_job(req(
+            TriggerJobRequest {
+                job: job(),
+                idempotency_key: String::new(),
+                params: Some(json_to_struct(
+                    &serde_json::json!({ "blob": long(1024 * 1024) })
+                ))
+            },
+            t
+        ))
+    );
     for (what, schedule) in [
         ("UpdateJob bad cron", "not a cron"),
         ("UpdateJob out-of-range minute", "61 * * * *"),
@@ -1626,6 +1641,13 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
             "CancelRun with {token:?}: {r:?}"
         );
     }
+    // With the secret but past the message limit: refused before it is parsed.
+    let mut huge = stray_run_job();
+    huge.params = Some(json_to_struct(
+        &serde_json::json!({ "blob": "x".repeat(1024 * 1024) }),
+    ));
+    let r = ex.run_job(req(huge, Some(EXECUTOR_SECRET))).await;
+    assert_eq!(code_of(&r), Code::OutOfRange, "1 MiB RunJob: {r:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_same(
         &tk_before,
