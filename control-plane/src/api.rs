@@ -295,6 +295,7 @@ impl JobApi {
             )
             .await?
             .ok_or_else(|| Status::not_found(format!("no job named '{name}'")))?;
+        self.app.schedules_changed.notify_one();
         tracing::info!(job = %updated.name, enabled, by = who.as_ref().map_or("", |p| p.name.as_str()), "job {}", if enabled { "resumed" } else { "paused" });
         self.job_with_last_run(updated).await
     }
@@ -682,6 +683,7 @@ impl JobService for JobApi {
             )
             .await?
             .ok_or_else(|| Status::not_found(format!("no job named '{}'", req.name)))?;
+        self.app.schedules_changed.notify_one();
         tracing::info!(job = %updated.name, schedule = %updated.schedule, timezone = %updated.timezone, enabled = updated.enabled, "job updated");
         Ok(Response::new(self.job_with_last_run(updated).await?))
     }

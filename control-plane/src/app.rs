@@ -18,6 +18,9 @@ pub struct App {
     pub dispatch_wake: Notify,
     /// Wakes watchers of this replica when events are appended here; others poll.
     pub events_wake: Notify,
+    /// Wakes this replica's scheduler when the API changed a job here, so a new schedule fires
+    /// from its very next tick; other replicas pick the change up within a second.
+    pub schedules_changed: Notify,
     leader: AtomicBool,
     draining: AtomicBool,
 }
@@ -35,6 +38,7 @@ impl App {
             replica_id,
             dispatch_wake: Notify::new(),
             events_wake: Notify::new(),
+            schedules_changed: Notify::new(),
             leader: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })

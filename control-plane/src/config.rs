@@ -101,7 +101,8 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_TRIGGER_RATE_PER_MINUTE", default_value_t = 60)]
     pub trigger_rate_per_minute: u32,
 
-    /// PEM certificate chain: serve gRPC over TLS (and present it to executors for mutual TLS).
+    /// PEM certificate chain: serve gRPC and HTTP over TLS, and present it to https://
+    /// executors that require mutual TLS.
     #[arg(long, env = "TICKETMAX_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
@@ -109,11 +110,13 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// PEM CA: require gRPC clients to present a certificate it signed (mutual TLS).
+    /// PEM CA: require every client (executors, ticketmaxctl, grpcurl, HTTP callers) to present
+    /// a certificate it signed, on both ports (mutual TLS).
     #[arg(long, env = "TICKETMAX_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// PEM CA that signed the executors' certificates (for https:// executor addresses).
+    /// PEM CA that signed the executors' certificates, for https:// executor addresses
+    /// [default: the web PKI roots].
     #[arg(long, env = "TICKETMAX_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 }

@@ -36,6 +36,10 @@ pub struct Scheduler {
     app: SharedApp,
     cron: JobScheduler,
     registered: HashMap<String, Registered>,
+    /// When this replica's cron registrations were first in place. A tick missing from after
+    /// this moment was not missed by an outage but fired late here (a stall, a database error,
+    /// a schedule change racing its tick): the missed-tick policy is not for it.
+    firing_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,7 @@ impl Scheduler {
             app,
             cron,
             registered: HashMap::new(),
+            firing_since: None,
         })
     }
 
@@ -65,17 +70,23 @@ impl Scheduler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
         loop {
-            tokio::select! {
+            let periodic = tokio::select! {
                 () = cancel.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => true,
+                () = self.app.schedules_changed.notified() => false,
+            };
+            match self.reconcile().await {
+                Ok(()) => {
+                    self.firing_since.get_or_insert_with(Utc::now);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not refresh cron registrations"),
             }
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "could not refresh cron registrations");
+            if periodic {
+                if n % 2 == 0 {
+                    self.lead_and_sweep().await;
+                }
+                n += 1;
             }
-            if n % 2 == 0 {
-                self.lead_and_sweep().await;
-            }
-            n += 1;
         }
         self.cron.shutdown().await?;
         if self.app.is_leader() {
@@ -113,7 +124,7 @@ impl Scheduler {
             }
         }
         if self.app.is_leader() {
-            if let Err(e) = sweep_missed(&self.app).await {
+            if let Err(e) = sweep_missed(&self.app, self.firing_since).await {
                 tracing::warn!(error = %e, "missed-tick sweep failed");
             }
         }
@@ -256,8 +267,15 @@ async fn record_tick_in(
     }
 }
 
-/// Records every tick of every enabled job that should exist by now but does not.
-async fn sweep_missed(app: &SharedApp) -> Result<(), store::StoreError> {
+/// Records every tick of every enabled job that should exist by now but does not. Ticks from
+/// before `firing_since` fell while no control plane fired them: the job's missed-tick policy
+/// decides. Later ones were fired late by a running replica: the newest runs (within the
+/// catch-up window, and unless a newer tick is already recorded) whatever the policy.
+async fn sweep_missed(
+    app: &SharedApp,
+    firing_since: Option<DateTime<Utc>>,
+) -> Result<(), store::StoreError> {
+    let late = |t: DateTime<Utc>| firing_since.is_some_and(|since| t >= since);
     let now = Utc::now();
     for job in app
         .store
@@ -288,13 +306,19 @@ async fn sweep_missed(app: &SharedApp) -> Result<(), store::StoreError> {
             continue;
         };
         let window = chrono::Duration::seconds(i64::from(job.catch_up_window_secs));
-        let run_newest = job.missed_tick_policy == missed::RUN_ONCE
+        let run_newest = (job.missed_tick_policy == missed::RUN_ONCE || late(newest))
             && now - newest <= window
             && last.is_none_or(|l| newest > l);
-        tracing::warn!(job = %job.name, missed = missing.len(), run_newest, "recording missed ticks");
+        tracing::warn!(job = %job.name, missed = missing.len(), run_newest, late = late(newest), "recording missed ticks");
         for tick in missing {
             let skip = if tick == newest && run_newest {
                 None
+            } else if late(tick) {
+                Some(if now - tick > window {
+                    "missed: fired late, outside the catch-up window".to_string()
+                } else {
+                    "missed: fired late; a newer tick runs instead".to_string()
+                })
             } else if now - tick > window {
                 Some(
                     "missed: no control plane was running; outside the catch-up window".to_string(),

@@ -141,3 +141,68 @@ async fn schedule_runs_are_listed_with_trigger_schedule_and_the_tick_as_schedule
     let t = scheduled_for(&manual).expect("manual run without scheduled_for");
     assert!(t >= before && t <= Utc::now(), "manual scheduled_for {t}");
 }
+
+/// A schedule whose first tick is due a moment after UpdateJob returns still runs that tick:
+/// the replica that took the change registers it at once, and a tick it fires late anyway is
+/// not taken for one missed during an outage. The job's missed-tick policy is `skip`, so a
+/// first tick mistaken for a missed one would show up SKIPPED.
+#[tokio::test]
+async fn a_new_schedule_runs_its_first_tick_even_when_it_is_due_at_once() {
+    let app = TestApp::spawn().await;
+    app.silence_schedules(&[]).await;
+    app.update_job(UpdateJobRequest {
+        name: JOB.into(),
+        missed_tick_policy: v1::MissedTickPolicy::Skip as i32,
+        overlap_policy: v1::OverlapPolicy::Allow as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateJob policies");
+
+    let second = chrono::Duration::seconds(1);
+    let mut targets = Vec::new();
+    for lead in [
+        chrono::Duration::milliseconds(400),
+        chrono::Duration::milliseconds(150),
+    ] {
+        // The next whole second at least `lead` away; UpdateJob goes out `lead` before it,
+        // with a once-a-day schedule that fires exactly then.
+        let now = Utc::now();
+        let mut target = (now + second).duration_trunc(second).unwrap();
+        if target - now < lead + chrono::Duration::milliseconds(20) {
+            target += second;
+        }
+        if let Ok(wait) = (target - lead - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        let schedule = format!(
+            "{} {} {} * * *",
+            target.format("%-S"),
+            target.format("%-M"),
+            target.format("%-H")
+        );
+        app.set_schedule(JOB, &schedule).await;
+        assert!(
+            Utc::now() < target,
+            "UpdateJob took longer than {lead}; the test cannot say anything"
+        );
+        app.wait_for_ticks(JOB, target - chrono::Duration::milliseconds(1), 1, secs(15))
+            .await;
+        targets.push(target);
+    }
+    app.set_schedule(JOB, "0 0 1 1 *").await;
+    let runs = app.wait_until_all_runs_end(JOB, secs(60)).await;
+    for target in targets {
+        let at: Vec<&Run> = runs
+            .iter()
+            .filter(|r| r.trigger() == Trigger::Schedule && scheduled_for(r) == Some(target))
+            .collect();
+        assert_eq!(at.len(), 1, "one run for the tick at {target}: {at:#?}");
+        assert_eq!(
+            at[0].state(),
+            RunState::Succeeded,
+            "the first tick of a new schedule: {:#?}",
+            at[0]
+        );
+    }
+}
