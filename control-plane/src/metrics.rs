@@ -1,16 +1,21 @@
 //! In-process metrics of one replica: schedule lateness, run duration, ticks recorded and
 //! skipped, dispatch outcomes. Rendered on `/metrics` next to the database-derived counts, and
-//! recorded through the OpenTelemetry meter (exported over OTLP when configured).
+//! recorded through the OpenTelemetry meter (exported over OTLP when configured): lateness,
+//! duration by job and outcome (its count is the runs by job and outcome), ticks by outcome,
+//! and, from the leader only so replicas do not add up, the queued and running runs.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
 };
 
-use opentelemetry::{KeyValue, global, metrics::Histogram as OtelHistogram};
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Histogram as OtelHistogram, ObservableGauge},
+};
 
 const SECONDS_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0,
@@ -65,12 +70,62 @@ pub struct Metrics {
     ticks_skipped: AtomicU64,
     otel_lateness: OtelHistogram<f64>,
     otel_duration: OtelHistogram<f64>,
+    otel_ticks: Counter<u64>,
+    /// Queued and running runs as the leader last counted them; -1 when this replica is not
+    /// the leader (its gauges then report nothing).
+    queued: Arc<AtomicI64>,
+    running: Arc<AtomicI64>,
+    _gauges: [ObservableGauge<i64>; 2],
+}
+
+/// A gauge that reports `value` while it is not negative.
+fn leader_gauge(
+    meter: &opentelemetry::metrics::Meter,
+    name: &'static str,
+    description: &'static str,
+    value: &Arc<AtomicI64>,
+) -> ObservableGauge<i64> {
+    let value = value.clone();
+    meter
+        .i64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |observer| {
+            let v = value.load(Ordering::Relaxed);
+            if v >= 0 {
+                observer.observe(v, &[]);
+            }
+        })
+        .build()
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let meter = global::meter("ticketmax-control-plane");
+        let queued = Arc::new(AtomicI64::new(-1));
+        let running = Arc::new(AtomicI64::new(-1));
         Self {
+            otel_ticks: meter
+                .u64_counter("ticketmax.ticks")
+                .with_description(
+                    "Schedule ticks recorded by this replica, by job and outcome (run or skipped)",
+                )
+                .build(),
+            _gauges: [
+                leader_gauge(
+                    &meter,
+                    "ticketmax.runs.queued",
+                    "Runs waiting for an executor (reported by the leader)",
+                    &queued,
+                ),
+                leader_gauge(
+                    &meter,
+                    "ticketmax.runs.running",
+                    "Runs on an executor now (reported by the leader)",
+                    &running,
+                ),
+            ],
+            queued,
+            running,
             lateness: Mutex::default(),
             durations: Mutex::default(),
             ticks_recorded: AtomicU64::new(0),
@@ -94,7 +149,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    pub fn tick(&self, lateness_secs: f64, skipped: bool) {
+    /// The leader's latest count of queued and running runs; `None` when not the leader.
+    pub fn set_run_gauges(&self, counts: Option<(u64, u64)>) {
+        let (queued, running) = counts.map_or((-1, -1), |(q, r)| {
+            (
+                i64::try_from(q).unwrap_or(i64::MAX),
+                i64::try_from(r).unwrap_or(i64::MAX),
+            )
+        });
+        self.queued.store(queued, Ordering::Relaxed);
+        self.running.store(running, Ordering::Relaxed);
+    }
+
+    pub fn tick(&self, job: &str, lateness_secs: f64, skipped: bool) {
+        self.otel_ticks.add(
+            1,
+            &[
+                KeyValue::new("job", job.to_string()),
+                KeyValue::new("outcome", if skipped { "skipped" } else { "run" }),
+            ],
+        );
         if skipped {
             self.ticks_skipped.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -127,6 +127,16 @@ impl Scheduler {
             if let Err(e) = sweep_missed(&self.app, self.firing_since).await {
                 tracing::warn!(error = %e, "missed-tick sweep failed");
             }
+            let store = &self.app.store;
+            let counts = async {
+                Ok::<_, store::StoreError>((
+                    store.count_in_state(store::state::QUEUED).await?,
+                    store.count_in_state(store::state::RUNNING).await?,
+                ))
+            };
+            self.app.metrics.set_run_gauges(counts.await.ok());
+        } else {
+            self.app.metrics.set_run_gauges(None);
         }
     }
 
@@ -242,8 +252,11 @@ async fn record_tick_in(
         Ok(Created::New(run)) => {
             let lateness = (Utc::now() - tick).num_milliseconds();
             #[allow(clippy::cast_precision_loss)]
-            app.metrics
-                .tick(lateness as f64 / 1000.0, run.state == store::state::SKIPPED);
+            app.metrics.tick(
+                &job.name,
+                lateness as f64 / 1000.0,
+                run.state == store::state::SKIPPED,
+            );
             if run.state == store::state::SKIPPED {
                 tracing::info!(job = %job.name, run_id = %run.id, scheduled_for = %tick, reason = run.reason.as_deref().unwrap_or(""), "tick skipped");
                 app.record_state(

@@ -63,6 +63,21 @@ impl Registration {
     /// Registers (retrying with backoff until the control plane answers), then heartbeats until
     /// `shutdown`, registering again whenever the control plane has forgotten us.
     pub async fn run(&self, shutdown: CancellationToken) {
+        // The outbox depth counted for each heartbeat is also an OTLP gauge.
+        let pending = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let _gauge = {
+            let pending = pending.clone();
+            opentelemetry::global::meter("ticketmax-executor")
+                .i64_observable_gauge("ticketmax.outbox.pending")
+                .with_description("E-mails in the outbox waiting for delivery")
+                .with_callback(move |observer| {
+                    let v = pending.load(std::sync::atomic::Ordering::Relaxed);
+                    if v >= 0 {
+                        observer.observe(v, &[]);
+                    }
+                })
+                .build()
+        };
         let mut client = ExecutorRegistryClient::new(self.channel());
         let mut outage = false;
         'register: loop {
@@ -111,10 +126,15 @@ impl Registration {
                     () = tokio::time::sleep(interval) => {}
                 }
                 let stats = &crate::mail::STATS;
+                let outbox_pending = self.outbox_pending().await;
+                pending.store(
+                    i64::try_from(outbox_pending).unwrap_or(i64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let request = HeartbeatRequest {
                     executor_id: self.executor_id.clone(),
                     running: u32::try_from(self.running.count()).unwrap_or(u32::MAX),
-                    outbox_pending: self.outbox_pending().await,
+                    outbox_pending,
                     emails_sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                     emails_failed: stats.failed.load(std::sync::atomic::Ordering::Relaxed),
                 };

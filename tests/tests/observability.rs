@@ -289,6 +289,7 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
     let (otlp, mut spans_rx, mut metrics_rx) = start_receiver().await;
     let mut app = TestApp::builder()
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}"))
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
         .env("LOG_FORMAT", "json")
         .spawn()
         .await;
@@ -510,10 +511,32 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         )
     );
 
-    // Metrics export is accepted by the same receiver (what is exported is not asserted here).
+    // Metrics over OTLP: runs by job and outcome (the duration histogram), queue depth and
+    // running runs from the leader, e-mails by outcome and the outbox depth from the executor.
+    let expected = [
+        ("ticketmax-control-plane", "ticketmax.run.duration"),
+        ("ticketmax-control-plane", "ticketmax.runs.queued"),
+        ("ticketmax-control-plane", "ticketmax.runs.running"),
+        ("ticketmax-executor", "ticketmax.emails"),
+        ("ticketmax-executor", "ticketmax.outbox.pending"),
+    ];
     let mut metric_names = Vec::new();
-    drain(&mut metrics_rx, &mut metric_names);
-    eprintln!("[observability] OTLP metrics received: {metric_names:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        drain(&mut metrics_rx, &mut metric_names);
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(svc, name)| !metric_names.iter().any(|(s, n)| s == svc && n == name))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "OTLP metrics never exported: {missing:?}; received: {metric_names:?}"
+    );
 
     // LOG_FORMAT=json: every line a process wrote is one JSON object (the harness's own
     // `===== e2e harness ... =====` markers are not process output).

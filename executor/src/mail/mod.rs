@@ -77,6 +77,33 @@ pub static STATS: MailStats = MailStats {
     failed: std::sync::atomic::AtomicU64::new(0),
 };
 
+/// The same deliveries over OTLP, by kind and outcome. Built on first use, which is after
+/// telemetry has installed the meter provider.
+static EMAILS: std::sync::LazyLock<opentelemetry::metrics::Counter<u64>> =
+    std::sync::LazyLock::new(|| {
+        opentelemetry::global::meter("ticketmax-executor")
+            .u64_counter("ticketmax.emails")
+            .with_description(
+                "E-mails delivered (outcome sent) or given up (outcome failed), by kind",
+            )
+            .build()
+    });
+
+fn count_email(kind: &str, outcome: &'static str) {
+    let counter = match outcome {
+        "sent" => &STATS.sent,
+        _ => &STATS.failed,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    EMAILS.add(
+        1,
+        &[
+            opentelemetry::KeyValue::new("kind", kind.to_owned()),
+            opentelemetry::KeyValue::new("outcome", outcome),
+        ],
+    );
+}
+
 pub struct Sender {
     db: DatabaseConnection,
     dialect: Dialect,
@@ -254,9 +281,7 @@ impl Sender {
         );
         let outcome = match result {
             Ok(()) => {
-                STATS
-                    .sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                count_email(&item.kind, "sent");
                 self.mark_sent(item.id).await
             }
             Err(Failure::Transient(error)) if item.attempts < self.max_attempts => {
@@ -266,9 +291,7 @@ impl Sender {
             }
             Err(Failure::Transient(error) | Failure::Permanent(error)) => {
                 tracing::error!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, "e-mail delivery failed for good");
-                STATS
-                    .failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                count_email(&item.kind, "failed");
                 self.mark_failed(item.id, &error).await
             }
         };
