@@ -163,8 +163,9 @@ fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::
         if !app.auth.api_tokens_configured() {
             tracing::warn!(%addr, "{what} listens on a non-loopback address without API tokens: anyone who can reach it can trigger jobs; set TICKETMAX_API_TOKENS");
         }
-        if app.auth.executor_token().is_none() && c.tls_client_ca.is_none() {
-            tracing::warn!(%addr, "executors are not authenticated: set TICKETMAX_EXECUTOR_TOKEN or TICKETMAX_TLS_CLIENT_CA");
+        // Executors register on the gRPC port only.
+        if what == "gRPC" && app.auth.executor_token().is_none() && c.tls_client_ca.is_none() {
+            tracing::warn!(%addr, "executors are not authenticated: anyone who can reach this port can register as one and receive runs; set TICKETMAX_EXECUTOR_TOKEN or TICKETMAX_TLS_CLIENT_CA");
         }
     }
 }

@@ -2463,6 +2463,82 @@ async fn grpcurl_credentials_and_bad_inputs_over_mutual_tls() {
     sys.stop_and_assert_no_secret_in_logs().await;
 }
 
+/// Plaintext and open doors are fine on loopback, a mistake anywhere else: both binaries say
+/// so at start when they listen on 0.0.0.0 without TLS or credentials, and say nothing once
+/// TLS and credentials are configured.
+#[tokio::test]
+async fn exposed_listeners_without_protection_are_called_out_at_start() {
+    let mut sys = Sys::new("exposed_listeners_without_protection_are_called_out_at_start").await;
+    let ca = make_ca("TicketMax internal CA");
+    let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1"], "ticketmax");
+    let pki = sys.dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let cert_file = pki.join("cert.pem");
+    let key_file = pki.join("cert.key");
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let protected = [
+        ("TICKETMAX_TLS_CERT", cert_file.display().to_string()),
+        ("TICKETMAX_TLS_KEY", key_file.display().to_string()),
+        ("TICKETMAX_EXECUTOR_TOKEN", EXECUTOR_SECRET.to_string()),
+    ];
+    let cp_warnings = [
+        "gRPC listens on a non-loopback address without TLS",
+        "HTTP listens on a non-loopback address without TLS",
+        "without API tokens",
+        "executors are not authenticated",
+    ];
+    let ex_warnings = [
+        "accepts RunJob from anyone",
+        "serves plaintext gRPC on a non-loopback address",
+    ];
+
+    for (round, guarded) in [("open", false), ("guarded", true)] {
+        let grpc = free_port();
+        let mut env = vec![
+            ("TICKETMAX_GRPC_ADDR", format!("0.0.0.0:{grpc}")),
+            ("TICKETMAX_HTTP_ADDR", format!("0.0.0.0:{}", free_port())),
+            ("DATABASE_URL", sys.cp_url.clone()),
+        ];
+        let mut ex_env = vec![
+            (
+                "TICKETMAX_EXECUTOR_ADDR",
+                format!("0.0.0.0:{}", free_port()),
+            ),
+            ("TICKETING_DATABASE_URL", sys.tk_url.clone()),
+            (
+                "TICKETMAX_CONTROL_PLANE_URL",
+                format!("http://127.0.0.1:{grpc}"),
+            ),
+        ];
+        if guarded {
+            env.extend(protected.iter().cloned());
+            env.push(("TICKETMAX_API_TOKENS", api_tokens()));
+            ex_env.extend(protected.iter().cloned());
+        }
+        let (cp, ex) = (format!("cp-{round}"), format!("ex-{round}"));
+        sys.spawn(&cp, CONTROL_PLANE_BIN, &env);
+        sys.spawn(&ex, EXECUTOR_BIN, &ex_env);
+        wait_for_log(&sys, &cp, "control plane listening").await;
+        wait_for_log(&sys, &ex, "executor serving").await;
+        for (name, warnings) in [(&cp, &cp_warnings[..]), (&ex, &ex_warnings[..])] {
+            let log = sys.procs.iter().find(|p| &p.name == name).unwrap().log();
+            for w in warnings {
+                assert_eq!(
+                    log.contains(w),
+                    !guarded,
+                    "{name}: warning {w:?} expected: {}\n{log}",
+                    !guarded
+                );
+            }
+        }
+        for p in &mut sys.procs {
+            p.kill().await;
+        }
+    }
+    sys.stop_and_assert_no_secret_in_logs().await;
+}
+
 /// A token configuration that cannot be meant stops the control plane at start-up, with a
 /// message that names the entry but not the hash.
 #[tokio::test]
