@@ -1729,6 +1729,15 @@ fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str], cn: &str) ->
     (cert.pem(), key.serialize_pem())
 }
 
+/// Writes a PEM file under `<test dir>/pki/`; returns its path.
+fn write_pem(test_dir: &Path, name: &str, text: &str) -> String {
+    let dir = test_dir.join("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 fn tls(ca_pem: &str, client: Option<&(String, String)>) -> ClientTlsConfig {
     let mut t = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
@@ -1787,13 +1796,8 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
     let server = leaf(&ca, &["localhost", "127.0.0.1"], "control-plane");
     let client = leaf(&ca, &["ticketmaxctl"], "ticketmaxctl");
     let stranger = leaf(&other, &["ticketmaxctl"], "stranger");
-    let pki = sys.dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = pki.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    };
+    let dir = sys.dir.clone();
+    let write = |name: &str, text: &str| write_pem(&dir, name, text);
     let cert = write("server.pem", &server.0);
     let key = write("server.key", &server.1);
     let ca_file = write("ca.pem", &ca.pem());
@@ -1999,13 +2003,8 @@ async fn mutual_tls_between_every_process() {
     let ex = leaf(&ca, &names, "executor");
     let ctl = leaf(&ca, &["ticketmaxctl"], "ticketmaxctl");
     let stranger = leaf(&other, &names, "stranger");
-    let pki = sys.dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = pki.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    };
+    let dir = sys.dir.clone();
+    let write = |name: &str, text: &str| write_pem(&dir, name, text);
     let ca_file = write("ca.pem", &ca.pem());
     let other_ca_file = write("other-ca.pem", &other.pem());
     let identity = |who: &str, (cert, key): &(String, String)| {
@@ -2223,13 +2222,8 @@ async fn grpcurl_credentials_and_bad_inputs_over_mutual_tls() {
     let ca = make_ca("TicketMax internal CA");
     let cp = leaf(&ca, &["localhost", "127.0.0.1"], "control-plane");
     let ctl = leaf(&ca, &["operator"], "operator");
-    let pki = sys.dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = pki.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    };
+    let dir = sys.dir.clone();
+    let write = |name: &str, text: &str| write_pem(&dir, name, text);
     let ca_file = write("ca.pem", &ca.pem());
     let (ctl_cert, ctl_key) = (write("me.pem", &ctl.0), write("me.key", &ctl.1));
     sys.http_tls = Some(https_client(&ca.pem(), Some(&ctl)));
@@ -2471,15 +2465,9 @@ async fn exposed_listeners_without_protection_are_called_out_at_start() {
     let mut sys = Sys::new("exposed_listeners_without_protection_are_called_out_at_start").await;
     let ca = make_ca("TicketMax internal CA");
     let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1"], "ticketmax");
-    let pki = sys.dir.join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let cert_file = pki.join("cert.pem");
-    let key_file = pki.join("cert.key");
-    std::fs::write(&cert_file, &cert).unwrap();
-    std::fs::write(&key_file, &key).unwrap();
     let protected = [
-        ("TICKETMAX_TLS_CERT", cert_file.display().to_string()),
-        ("TICKETMAX_TLS_KEY", key_file.display().to_string()),
+        ("TICKETMAX_TLS_CERT", write_pem(&sys.dir, "cert.pem", &cert)),
+        ("TICKETMAX_TLS_KEY", write_pem(&sys.dir, "cert.key", &key)),
         ("TICKETMAX_EXECUTOR_TOKEN", EXECUTOR_SECRET.to_string()),
     ];
     let cp_warnings = [
