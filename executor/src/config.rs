@@ -133,6 +133,10 @@ pub struct Config {
         global = true
     )]
     pub smtp_security: SmtpSecurity,
+    /// PEM CA certificate(s) trusted for the SMTP server's certificate (STARTTLS and TLS), on
+    /// top of the web PKI roots: for a relay with an internal CA.
+    #[arg(long = "smtp-ca-file", env = "SMTP_CA_FILE", global = true)]
+    pub smtp_ca_file: Option<PathBuf>,
     /// Public URL of the TicketMax web app, used for links in e-mails.
     #[arg(
         long = "frontend-url",

@@ -19,6 +19,7 @@
 //! ```
 
 mod db;
+pub mod pki;
 mod process;
 pub mod schedule;
 pub mod secured;

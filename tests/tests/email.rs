@@ -43,6 +43,9 @@ struct SmtpServer {
     port: u16,
     maildir: PathBuf,
     log: PathBuf,
+    /// aiosmtpd's TLS flags: `--tlscert/--tlskey` (STARTTLS, then required) or
+    /// `--smtpscert/--smtpskey` (implicit TLS).
+    tls_args: Vec<String>,
 }
 
 impl SmtpServer {
@@ -52,7 +55,34 @@ impl SmtpServer {
             port,
             maildir: dir.join("maildir"),
             log: dir.join("aiosmtpd.log"),
+            tls_args: Vec::new(),
         }
+    }
+
+    /// Serves STARTTLS (and refuses mail without it) with this certificate and key file.
+    fn with_starttls(mut self, cert: &str, key: &str) -> Self {
+        self.tls_args = vec![
+            "--tlscert".into(),
+            cert.into(),
+            "--tlskey".into(),
+            key.into(),
+        ];
+        self
+    }
+
+    /// Serves implicit TLS (SMTPS) with this certificate and key file.
+    fn with_implicit_tls(mut self, cert: &str, key: &str) -> Self {
+        self.tls_args = vec![
+            "--smtpscert".into(),
+            cert.into(),
+            "--smtpskey".into(),
+            key.into(),
+        ];
+        self
+    }
+
+    fn implicit_tls(&self) -> bool {
+        self.tls_args.first().is_some_and(|a| a == "--smtpscert")
     }
 
     /// Starts aiosmtpd and waits until it greets with 220.
@@ -66,6 +96,7 @@ impl SmtpServer {
         let child = tokio::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.tls_args)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&self.maildir)
             .stdin(Stdio::null())
@@ -80,6 +111,10 @@ impl SmtpServer {
             if let Ok(Ok(mut s)) =
                 tokio::time::timeout(secs(2), TcpStream::connect(("127.0.0.1", self.port))).await
             {
+                // Behind implicit TLS the greeting comes after a handshake: listening will do.
+                if self.implicit_tls() {
+                    return;
+                }
                 let mut buf = [0u8; 64];
                 if let Ok(Ok(n)) = tokio::time::timeout(secs(2), s.read(&mut buf)).await
                     && buf[..n].starts_with(b"220")
@@ -1004,4 +1039,85 @@ async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
     );
     tokio::time::sleep(secs(3)).await;
     assert_eq!(smtp.count(), N, "a message arrived twice");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS to the SMTP server
+// ---------------------------------------------------------------------------------------------
+
+/// The relay has a certificate from an internal CA (SMTP_CA_FILE). STARTTLS (aiosmtpd refuses
+/// mail before it) and implicit TLS each deliver every message once; an executor that does not
+/// trust the relay's CA delivers nothing, keeps every e-mail pending and says why.
+#[tokio::test]
+async fn smtp_over_starttls_and_implicit_tls_with_an_internal_ca() {
+    use ticketmax_e2e::pki::{leaf, make_ca, write_pem};
+    let ca = make_ca("Mail relay CA");
+    let other = make_ca("Some other CA");
+    let relay = leaf(&ca, &["localhost", "127.0.0.1"], "relay");
+
+    for (security, trusted) in [("starttls", true), ("tls", true), ("tls", false)] {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "tm-smtp-tls-{}-{security}-{trusted}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (cert, key) = (
+            write_pem(&dir, "relay.pem", &relay.0),
+            write_pem(&dir, "relay.key", &relay.1),
+        );
+        let ca_file = write_pem(
+            &dir,
+            "ca.pem",
+            &if trusted { ca.pem() } else { other.pem() },
+        );
+        let app = TestApp::builder()
+            .executor_env("SMTP_HOST", "127.0.0.1")
+            .executor_env("SMTP_PORT", &port.to_string())
+            .executor_env("SMTP_SECURITY", security)
+            .executor_env("SMTP_CA_FILE", &ca_file)
+            .spawn()
+            .await;
+        app.silence_schedules(&[]).await;
+        let smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+        let mut smtp = if security == "tls" {
+            smtp.with_implicit_tls(&cert, &key)
+        } else {
+            smtp.with_starttls(&cert, &key)
+        };
+        smtp.start().await;
+        confirmations_dataset(&app).await;
+        run_ok(&app, CONFIRMATIONS).await;
+
+        if trusted {
+            let rows = wait_all_delivered(&app, &smtp, secs(60)).await;
+            assert_each_once(&rows, &smtp);
+            continue;
+        }
+        let rows = eventually(
+            "every e-mail tried once against a relay this executor does not trust",
+            secs(30),
+            || {
+                let app = &app;
+                async move {
+                    let rows = outbox(app).await;
+                    (rows.len() == N
+                        && rows
+                            .iter()
+                            .all(|r| r.attempts >= 1 && r.last_error.is_some()))
+                    .then_some(rows)
+                }
+            },
+        )
+        .await;
+        for r in &rows {
+            assert_eq!(r.status, "pending", "retried later, not given up: {r:#?}");
+            let error = r.last_error.as_deref().unwrap_or_default();
+            assert!(
+                error.contains("TLS handshake") && error.to_lowercase().contains("certificate"),
+                "the error says why: {error}"
+            );
+        }
+        assert_eq!(smtp.count(), 0, "a message reached an untrusted relay");
+    }
 }

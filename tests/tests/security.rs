@@ -14,9 +14,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
@@ -24,6 +21,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName,
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
+use ticketmax_e2e::pki::{leaf, make_ca, write_pem};
 use ticketmax_e2e::v1::{
     self, CancelRunRequest, ExecutorEvent, GetReportRequest, ListReportsRequest,
     executor_client::ExecutorClient, executor_registry_client::ExecutorRegistryClient,
@@ -1706,37 +1704,6 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
 // ------------------------------------------------------------------------------------------
 // TLS and mutual TLS
 // ------------------------------------------------------------------------------------------
-
-fn make_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// (certificate PEM, key PEM) for `names`, signed by `issuer`.
-fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str], cn: &str) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    let cert = params.signed_by(&key, &**issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// Writes a PEM file under `<test dir>/pki/`; returns its path.
-fn write_pem(test_dir: &Path, name: &str, text: &str) -> String {
-    let dir = test_dir.join("pki");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 fn tls(ca_pem: &str, client: Option<&(String, String)>) -> ClientTlsConfig {
     let mut t = ClientTlsConfig::new()

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -35,15 +34,18 @@ pub enum MailError {
     },
     #[error("cannot create the mail directory {0}: {1}")]
     MailDir(String, #[source] std::io::Error),
+    #[error("cannot read SMTP_CA_FILE {0}: {1}")]
+    CaFile(String, #[source] std::io::Error),
+    #[error("SMTP TLS settings: {0}")]
+    Tls(String),
 }
 
 enum Transport {
     /// The embedded default: one `<outbox id>.eml` file per e-mail.
     Files(PathBuf),
-    /// Plaintext or STARTTLS: our pool, sockets with TCP_NODELAY (see [`smtp`]).
+    /// SMTP (plaintext, STARTTLS or implicit TLS): our pool, sockets with TCP_NODELAY (see
+    /// [`smtp`]).
     Smtp(smtp::SmtpPool),
-    /// Implicit TLS: lettre's pooled transport.
-    SmtpTls(AsyncSmtpTransport<Tokio1Executor>),
 }
 
 /// Why a delivery did not succeed.
@@ -167,7 +169,7 @@ impl Sender {
     pub fn describe(&self) -> String {
         match &self.transport {
             Transport::Files(dir) => format!(".eml files in {}", dir.display()),
-            Transport::Smtp(_) | Transport::SmtpTls(_) => "SMTP".to_owned(),
+            Transport::Smtp(_) => "SMTP".to_owned(),
         }
     }
 
@@ -280,7 +282,7 @@ impl Sender {
         self.pace().await;
         let transport = match &self.transport {
             Transport::Files(_) => "eml",
-            Transport::Smtp(_) | Transport::SmtpTls(_) => "smtp",
+            Transport::Smtp(_) => "smtp",
         };
         let span = tracing::info_span!("smtp.send", outbox_id = item.id, kind = %item.kind, attempt = item.attempts, transport, outcome = tracing::field::Empty);
         // Delivery happens after the run, but belongs to its trace.
@@ -386,14 +388,6 @@ impl Sender {
                     Err(smtp::SendError::Smtp(e)) => Err(Failure::Transient(e.to_string())),
                 }
             }
-            Transport::SmtpTls(smtp) => match smtp.send(message).await {
-                Ok(_) => {
-                    tracing::info!(outbox_id = item.id, kind = %item.kind, "e-mail sent");
-                    Ok(())
-                }
-                Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
-                Err(e) => Err(Failure::Transient(e.to_string())),
-            },
         }
     }
 
@@ -470,23 +464,27 @@ fn smtp_transport(config: &Config, host: &str) -> Result<Transport, MailError> {
             CONCURRENCY,
         ))
     };
-    let tls = || TlsParameters::new(host.to_owned()).map_err(err);
+    let ca_pem = match &config.smtp_ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| MailError::CaFile(path.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let tls = || {
+        let mut builder = TlsParameters::builder(host.to_owned());
+        if let Some(pem) = &ca_pem {
+            builder = builder.add_root_certificate(Certificate::from_pem(pem).map_err(err)?);
+        }
+        builder.build().map_err(err)
+    };
     Ok(match security {
         SmtpSecurity::Starttls => pool(smtp::Security::Required(tls()?)),
         // STARTTLS when the server offers it (local relays and test servers often do not).
         SmtpSecurity::Auto => pool(smtp::Security::Opportunistic(tls()?)),
         SmtpSecurity::None => pool(smtp::Security::None),
-        SmtpSecurity::Tls => {
-            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                .port(port)
-                .tls(Tls::Wrapper(tls()?))
-                .timeout(Some(timeout))
-                .pool_config(PoolConfig::new().max_size(CONCURRENCY as u32));
-            if let Some(credentials) = credentials {
-                builder = builder.credentials(credentials);
-            }
-            Transport::SmtpTls(builder.build())
-        }
+        SmtpSecurity::Tls => pool(smtp::Security::Implicit(
+            smtp::ImplicitTls::new(host, ca_pem.as_deref()).map_err(MailError::Tls)?,
+        )),
     })
 }
 

@@ -8,23 +8,114 @@
 //! thousands per second. Here the socket is ours, so Nagle is off, and lettre's
 //! [`AsyncSmtpConnection`] speaks SMTP over it (greeting, EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA).
 //!
-//! Implicit TLS (port 465) stays on lettre's transport: lettre offers no supported way to wrap
-//! a socket of ours in TLS before the greeting.
-use std::sync::Mutex;
+//! Implicit TLS (SMTPS, port 465) is done here too: the socket is wrapped in rustls before
+//! lettre sees it, so it keeps `TCP_NODELAY` (lettre's own SMTPS transport has the delay).
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
 
-/// How the session is secured (implicit TLS is handled by lettre's transport, not here).
+/// How the session is secured.
 pub enum Security {
     None,
     /// STARTTLS when the server offers it.
     Opportunistic(TlsParameters),
     /// STARTTLS or fail.
     Required(TlsParameters),
+    /// TLS from the first byte (SMTPS).
+    Implicit(ImplicitTls),
+}
+
+/// What an implicit-TLS session needs: the verifier's roots and the name to check.
+pub struct ImplicitTls {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl ImplicitTls {
+    /// Trusts the web PKI roots and the certificates in `extra_ca_pem`; checks `host`.
+    pub fn new(host: &str, extra_ca_pem: Option<&[u8]>) -> Result<Self, String> {
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(pem) = extra_ca_pem {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("SMTP_CA_FILE: {e}"))?;
+                roots.add(cert).map_err(|e| format!("SMTP_CA_FILE: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err("SMTP_CA_FILE holds no PEM certificate".to_owned());
+            }
+        }
+        let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let server_name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("SMTP_HOST {host:?} is not a TLS server name: {e}"))?;
+        Ok(ImplicitTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// A rustls session over our socket, in the shape lettre's connection speaks SMTP over.
+struct TlsSocket(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl std::fmt::Debug for TlsSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TlsSocket")
+            .field(self.0.get_ref().0)
+            .finish()
+    }
+}
+
+impl AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsSocket {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }
 
 pub enum SendError {
@@ -131,11 +222,25 @@ impl SmtpPool {
             })?;
         tcp.set_nodelay(true)
             .map_err(|e| SendError::Connection(format!("setting TCP_NODELAY: {e}")))?;
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+        let socket: Box<dyn AsyncTokioStream> = match &self.security {
+            Security::Implicit(tls) => Box::new(TlsSocket(
+                tls.connector
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        SendError::Connection(format!(
+                            "TLS handshake with {}:{}: {e}",
+                            self.host, self.port
+                        ))
+                    })?,
+            )),
+            _ => Box::new(tcp),
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(socket, &self.hello)
             .await
             .map_err(SendError::Smtp)?;
         match &self.security {
-            Security::None => {}
+            Security::None | Security::Implicit(_) => {}
             Security::Opportunistic(tls) => {
                 if conn.can_starttls() {
                     conn.starttls(tls.clone(), &self.hello)
