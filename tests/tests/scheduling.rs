@@ -165,27 +165,37 @@ async fn a_new_schedule_runs_its_first_tick_even_when_it_is_due_at_once() {
         chrono::Duration::milliseconds(400),
         chrono::Duration::milliseconds(150),
     ] {
-        // The next whole second at least `lead` away; UpdateJob goes out `lead` before it,
-        // with a once-a-day schedule that fires exactly then.
-        let now = Utc::now();
-        let mut target = (now + second).duration_trunc(second).unwrap();
-        if target - now < lead + chrono::Duration::milliseconds(20) {
-            target += second;
-        }
-        if let Ok(wait) = (target - lead - Utc::now()).to_std() {
-            tokio::time::sleep(wait).await;
-        }
-        let schedule = format!(
-            "{} {} {} * * *",
-            target.format("%-S"),
-            target.format("%-M"),
-            target.format("%-H")
-        );
-        app.set_schedule(JOB, &schedule).await;
-        assert!(
-            Utc::now() < target,
-            "UpdateJob took longer than {lead}; the test cannot say anything"
-        );
+        // On a loaded machine UpdateJob itself can take longer than `lead`; such an attempt
+        // says nothing (the tick is then before the change) and is made again.
+        let mut attempts = 0;
+        let target = loop {
+            attempts += 1;
+            assert!(
+                attempts <= 10,
+                "UpdateJob took longer than {lead} ten times; the test cannot say anything"
+            );
+            // The next whole second at least `lead` away; UpdateJob goes out `lead` before it,
+            // with a once-a-day schedule that fires exactly then.
+            let now = Utc::now();
+            let mut target = (now + second).duration_trunc(second).unwrap();
+            if target - now < lead + chrono::Duration::milliseconds(20) {
+                target += second;
+            }
+            if let Ok(wait) = (target - lead - Utc::now()).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            let schedule = format!(
+                "{} {} {} * * *",
+                target.format("%-S"),
+                target.format("%-M"),
+                target.format("%-H")
+            );
+            app.set_schedule(JOB, &schedule).await;
+            if Utc::now() < target {
+                break target;
+            }
+            eprintln!("UpdateJob returned after its target {target}; trying again");
+        };
         app.wait_for_ticks(JOB, target - chrono::Duration::milliseconds(1), 1, secs(15))
             .await;
         targets.push(target);
