@@ -479,12 +479,12 @@ impl Attempt {
         }
     }
 
-    /// Executors accept RunJob only with the shared executor secret.
+    /// Executors that require the shared executor secret get it with every RunJob.
     fn authenticate(&self, md: &mut tonic::metadata::MetadataMap) {
-        if let Some(token) = self.app.auth.executor_token() {
-            if let Ok(v) = format!("Bearer {token}").parse() {
-                md.insert("authorization", v);
-            }
+        if let Some(token) = self.app.auth.executor_token()
+            && let Ok(v) = format!("Bearer {token}").parse()
+        {
+            md.insert("authorization", v);
         }
     }
 

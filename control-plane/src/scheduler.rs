@@ -82,7 +82,7 @@ impl Scheduler {
                 Err(e) => tracing::warn!(error = %e, "could not refresh cron registrations"),
             }
             if periodic {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     self.lead_and_sweep().await;
                 }
                 n += 1;
