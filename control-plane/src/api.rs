@@ -5,6 +5,7 @@ use std::{pin::Pin, time::Duration};
 
 use chrono::Utc;
 use futures::Stream;
+use ticketmax_proto::peer_names::PeerNames;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -801,11 +802,24 @@ fn watch(
 
 pub struct RegistryApi {
     app: SharedApp,
+    /// Names an executor's client certificate must carry (TICKETMAX_TLS_EXECUTOR_NAMES).
+    executor_names: PeerNames,
 }
 
 impl RegistryApi {
-    pub fn new(app: SharedApp) -> Self {
-        Self { app }
+    pub fn new(app: SharedApp, executor_names: PeerNames) -> Self {
+        Self {
+            app,
+            executor_names,
+        }
+    }
+
+    /// Only executors: the shared secret when one is set, the pinned certificate names when
+    /// they are set.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.app.auth.require_executor(req.metadata())?;
+        self.executor_names
+            .admit(req.peer_certs().as_deref().map(Vec::as_slice))
     }
 }
 
@@ -815,7 +829,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
-        self.app.auth.require_executor(req.metadata())?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         let address = req.address.trim();
@@ -850,7 +864,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        self.app.auth.require_executor(req.metadata())?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         let known = self
@@ -873,7 +887,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         &self,
         req: Request<v1::DeregisterRequest>,
     ) -> Result<Response<v1::DeregisterResponse>, Status> {
-        self.app.auth.require_executor(req.metadata())?;
+        self.admit(&req)?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
         self.app.store.deregister_executor(id).await?;

@@ -115,6 +115,12 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Names (DNS or IP, comma-separated) an executor's client certificate must be issued to
+    /// for Register, Heartbeat and Deregister: keeps operators' certificates from the same CA
+    /// out of the executor registry.
+    #[arg(long, env = "TICKETMAX_TLS_EXECUTOR_NAMES", requires = "tls_client_ca")]
+    pub tls_executor_names: Option<String>,
+
     /// PEM CA that signed the executors' certificates, for https:// executor addresses
     /// [default: the web PKI roots].
     #[arg(long, env = "TICKETMAX_TLS_CA")]

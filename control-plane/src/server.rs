@@ -79,6 +79,7 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
         builder = builder.tls_config(tls).context("configuring gRPC TLS")?;
     }
     let http_tls = tls::http_server(&app.config)?;
+    let executor_names = tls::executor_names(&app.config)?;
     warn_if_exposed(&app, addr, http_addr);
     let server = builder
         .add_service(health_service)
@@ -89,7 +90,7 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
                 .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
         )
         .add_service(
-            ExecutorRegistryServer::new(RegistryApi::new(app.clone()))
+            ExecutorRegistryServer::new(RegistryApi::new(app.clone(), executor_names))
                 .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(

@@ -178,3 +178,12 @@ impl axum::serve::Listener for TlsListener {
         self.tcp.local_addr()
     }
 }
+
+/// TICKETMAX_TLS_EXECUTOR_NAMES, parsed.
+pub fn executor_names(c: &Config) -> anyhow::Result<ticketmax_proto::peer_names::PeerNames> {
+    ticketmax_proto::peer_names::PeerNames::parse(
+        c.tls_executor_names.as_deref().unwrap_or(""),
+        "TICKETMAX_TLS_EXECUTOR_NAMES",
+    )
+    .map_err(anyhow::Error::msg)
+}

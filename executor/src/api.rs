@@ -26,22 +26,27 @@ use crate::tasks::{
     TaskSettings,
 };
 
-/// Admits only callers presenting the shared executor token, when one is configured.
+/// Admits only the control plane: callers presenting the shared executor token, when one is
+/// configured, and a client certificate issued to one of the pinned names, when those are set.
 #[derive(Clone)]
 pub struct RequireToken {
     expected: Option<String>,
+    names: ticketmax_proto::peer_names::PeerNames,
 }
 
 impl RequireToken {
-    pub fn new(token: Option<String>) -> Self {
+    pub fn new(token: Option<String>, names: ticketmax_proto::peer_names::PeerNames) -> Self {
         RequireToken {
             expected: token.map(|t| format!("Bearer {t}")),
+            names,
         }
     }
 }
 
 impl tonic::service::Interceptor for RequireToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.names
+            .admit(request.peer_certs().as_deref().map(Vec::as_slice))?;
         let Some(expected) = &self.expected else {
             return Ok(request);
         };

@@ -204,6 +204,16 @@ pub struct Config {
         global = true
     )]
     pub tls_client_ca: Option<PathBuf>,
+    /// Names (DNS or IP, comma-separated) the caller's client certificate must be issued to for
+    /// RunJob and CancelRun: the control planes', so that other certificates from the same CA
+    /// (operators') cannot run jobs here.
+    #[arg(
+        long = "tls-client-names",
+        env = "TICKETMAX_TLS_CLIENT_NAMES",
+        requires = "tls_client_ca",
+        global = true
+    )]
+    pub tls_client_names: Option<String>,
     /// PEM CA that signed the control plane's certificate, for an https:// control-plane URL
     /// [default: the web PKI roots].
     #[arg(long = "tls-ca", env = "TICKETMAX_TLS_CA", global = true)]

@@ -91,6 +91,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{}://{bound}", tls::scheme(&config)));
     // Bad TLS files or a plaintext URL with a CA stop the start, before anything runs.
     let server_tls = tls::server(&config)?;
+    let client_names = tls::client_names(&config)?;
     let control_plane = tls::control_plane(&config)?;
     warn_if_exposed(&config, bound);
 
@@ -192,7 +193,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ticketmax_proto::v1::executor_server::ExecutorServer::new(service)
                 .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
-            api::RequireToken::new(config.executor_token()),
+            api::RequireToken::new(config.executor_token(), client_names),
         ))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

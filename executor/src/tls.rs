@@ -76,3 +76,12 @@ pub fn control_plane(c: &Config) -> anyhow::Result<Endpoint> {
         .tls_config(tls)
         .context("configuring TLS to the control plane")
 }
+
+/// TICKETMAX_TLS_CLIENT_NAMES, parsed.
+pub fn client_names(c: &Config) -> anyhow::Result<ticketmax_proto::peer_names::PeerNames> {
+    ticketmax_proto::peer_names::PeerNames::parse(
+        c.tls_client_names.as_deref().unwrap_or(""),
+        "TICKETMAX_TLS_CLIENT_NAMES",
+    )
+    .map_err(anyhow::Error::msg)
+}

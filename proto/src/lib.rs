@@ -23,3 +23,6 @@ pub use convert::*;
 
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
+
+#[cfg(feature = "peer-names")]
+pub mod peer_names;

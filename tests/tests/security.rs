@@ -1955,19 +1955,28 @@ async fn wait_for_log(sys: &Sys, name: &str, what: &str) {
 }
 
 /// The production shape of SPEC §9 with mutual TLS and no shared executor secret: the control
-/// plane, an executor and ticketmaxctl each hold a certificate from one internal CA. The
-/// executor registers over mutual TLS and is dialed back over mutual TLS; executors with a
-/// foreign certificate, with none, or in plaintext never register; RunJob straight at the
-/// executor without the control plane's certificate is refused and changes nothing; the HTTP
-/// port asks for the same client certificate and `/metrics` for a viewer token.
+/// plane, an executor and ticketmaxctl each hold a certificate from one internal CA, and each
+/// server pins the names the other's certificate must carry. The executor registers over
+/// mutual TLS and is dialed back over mutual TLS; executors with a foreign certificate, with
+/// none, or in plaintext never register, nor does the operator's certificate; RunJob straight
+/// at the executor without the control plane's certificate is refused and changes nothing; the
+/// HTTP port asks for the same client certificate and `/metrics` for a viewer token.
 #[tokio::test]
 async fn mutual_tls_between_every_process() {
     let mut sys = Sys::new("mutual_tls_between_every_process").await;
     let ca = make_ca("TicketMax internal CA");
     let other = make_ca("Some other CA");
     let names = ["localhost", "127.0.0.1"];
-    let cp = leaf(&ca, &names, "control-plane");
-    let ex = leaf(&ca, &names, "executor");
+    let cp = leaf(
+        &ca,
+        &["localhost", "127.0.0.1", "control-plane.internal"],
+        "control-plane",
+    );
+    let ex = leaf(
+        &ca,
+        &["localhost", "127.0.0.1", "executor.internal"],
+        "executor",
+    );
     let ctl = leaf(&ca, &["ticketmaxctl"], "ticketmaxctl");
     let stranger = leaf(&other, &names, "stranger");
     let dir = sys.dir.clone();
@@ -1991,6 +2000,8 @@ async fn mutual_tls_between_every_process() {
         ("TICKETMAX_TLS_CLIENT_CA", ca_file.clone()),
         ("TICKETMAX_TLS_CA", ca_file.clone()),
         ("TICKETMAX_API_TOKENS", api_tokens()),
+        // ticketmaxctl's certificate is from the same CA: pinned names keep it out.
+        ("TICKETMAX_TLS_EXECUTOR_NAMES", "executor.internal".into()),
     ]);
     let (grpc, http) = sys.control_plane("cp-1", &env).await;
     let cp_url = format!("https://{grpc}");
@@ -2009,9 +2020,12 @@ async fn mutual_tls_between_every_process() {
         ]);
         env
     };
-    let ex_addr = sys
-        .executor("ex-1", grpc, &trusting(ex_env, &ca_file), true)
-        .await;
+    let mut ex_env = trusting(ex_env, &ca_file);
+    ex_env.push((
+        "TICKETMAX_TLS_CLIENT_NAMES",
+        "control-plane.internal".into(),
+    ));
+    let ex_addr = sys.executor("ex-1", grpc, &ex_env, true).await;
     let advertised: String = scalar(
         &sys.control,
         "SELECT address FROM executors WHERE id = 'ex-1'",
@@ -2050,6 +2064,27 @@ async fn mutual_tls_between_every_process() {
         ids, "ex-1",
         "only the executor with a CA-signed certificate"
     );
+    // An operator's certificate from the same CA passes the handshake but is not an executor's.
+    let register = v1::RegisterRequest {
+        executor_id: "ex-operator".into(),
+        address: format!("https://{ex_addr}"),
+        jobs: vec![CANCEL_EXPIRED.into()],
+        version: "0.0.0".into(),
+    };
+    let r = ExecutorRegistryClient::new(
+        channel(cp_url.clone(), Some(tls(&ca.pem(), Some(&ctl))))
+            .await
+            .expect("mTLS connect"),
+    )
+    .register(register)
+    .await;
+    assert_eq!(code_of(&r), Code::PermissionDenied, "{r:?}");
+    let n: i64 = scalar(
+        &sys.control,
+        "SELECT count(*) FROM executors WHERE id = 'ex-operator'",
+    )
+    .await;
+    assert_eq!(n, 0);
 
     // RunJob straight at the executor without the control plane's trust: nothing runs.
     one_expired_booking(&sys).await;
@@ -2067,9 +2102,20 @@ async fn mutual_tls_between_every_process() {
             ex_url.clone(),
             Some(tls(&ca.pem(), Some(&stranger))),
         ),
+        (
+            "an operator's certificate from the same CA",
+            ex_url.clone(),
+            Some(tls(&ca.pem(), Some(&ctl))),
+        ),
     ] {
         let r = run_job_over(url, tls).await;
         assert!(r.is_err(), "RunJob with {what} ran: {r:?}");
+        if what.starts_with("an operator") {
+            assert!(
+                r.as_ref().is_err_and(|e| e.contains("PermissionDenied")),
+                "{r:?}"
+            );
+        }
     }
     assert_same(
         &tk_before,
