@@ -220,8 +220,8 @@ async fn run(bench: &Bench, bookings: i64, only: Option<&[String]>) -> anyhow::R
          floor = one hand-written statement on an identical copy"
     );
     println!(
-        "{:<48} {:>9} {:>10} {:>10} {:>7}  {}",
-        "job", "rows", "job s", "floor s", "ratio", "same end state"
+        "{:<48} {:>9} {:>10} {:>10} {:>7}  same end state",
+        "job", "rows", "job s", "floor s", "ratio"
     );
     println!("{}", "-".repeat(100));
     for r in &table {

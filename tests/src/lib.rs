@@ -113,16 +113,13 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("TICKETMAX_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(deps) = exe.parent() {
-            if deps.file_name().is_some_and(|n| n == "deps") {
-                if let Some(profile) = deps.parent() {
-                    if profile.join(CONTROL_PLANE_BIN).exists() {
-                        return profile.to_path_buf();
-                    }
-                }
-            }
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(deps) = exe.parent()
+        && deps.file_name().is_some_and(|n| n == "deps")
+        && let Some(profile) = deps.parent()
+        && profile.join(CONTROL_PLANE_BIN).exists()
+    {
+        return profile.to_path_buf();
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -605,7 +605,9 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
     let feedback = format!("{FRONTEND}/events/105/feedback?booking=1010");
     let cancelled_subject = format!("Your booking for {XSS_TITLE} was cancelled");
     let confirmed_subject = format!("Booking confirmed: {XSS_TITLE}");
-    let expected: Vec<(&str, &str, &str, Vec<&str>, Vec<&str>)> = vec![
+    // (dedupe key, recipient, subject, text in the plain part, text in the HTML part)
+    type Expected<'a> = (&'a str, &'a str, &'a str, Vec<&'a str>, Vec<&'a str>);
+    let expected: Vec<Expected> = vec![
         (
             "booking-cancelled:1001",
             "ada@example.test",

@@ -9,7 +9,8 @@ const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
 
 async fn grpcurl(args: &[&str]) -> Output {
     let bin = grpcurl_path();
-    let out = tokio::time::timeout(
+
+    tokio::time::timeout(
         secs(30),
         tokio::process::Command::new(&bin)
             .args(args)
@@ -18,8 +19,7 @@ async fn grpcurl(args: &[&str]) -> Output {
     )
     .await
     .unwrap_or_else(|_| panic!("grpcurl {args:?} did not finish in 30 s"))
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    out
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
 }
 
 /// Runs grpcurl, asserts success, returns stdout.
