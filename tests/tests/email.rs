@@ -891,6 +891,23 @@ fn assert_each_once(rows: &[OutboxRow], smtp: &SmtpServer) {
     }
 }
 
+/// Waits until each of the `N` e-mails has been tried and failed at least once; its rows.
+async fn every_email_tried_once(app: &TestApp, against: &str) -> Vec<OutboxRow> {
+    eventually(
+        &format!("every e-mail tried once against {against}"),
+        secs(30),
+        || async move {
+            let rows = outbox(app).await;
+            (rows.len() == N
+                && rows
+                    .iter()
+                    .all(|r| r.attempts >= 1 && r.last_error.is_some()))
+            .then_some(rows)
+        },
+    )
+    .await
+}
+
 /// A TCP server that accepts connections and never says a word: an SMTP session to it hangs
 /// (the client waits for the 220 greeting), which pins the sender between claim and send.
 struct BlackHole {
@@ -1003,22 +1020,7 @@ async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
     );
 
     // Every e-mail is tried, fails transiently and stays pending with its error recorded.
-    eventually(
-        "every e-mail tried once against the dead server",
-        secs(30),
-        || {
-            let app = &app;
-            async move {
-                let rows = outbox(app).await;
-                (rows.len() == N
-                    && rows
-                        .iter()
-                        .all(|r| r.attempts >= 1 && r.last_error.is_some()))
-                .then_some(rows)
-            }
-        },
-    )
-    .await;
+    every_email_tried_once(&app, "the dead server").await;
     // Down "for a while".
     tokio::time::sleep(secs(3)).await;
     let rows = outbox(&app).await;
@@ -1096,22 +1098,7 @@ async fn smtp_over_starttls_and_implicit_tls_with_an_internal_ca() {
             assert_each_once(&rows, &smtp);
             continue;
         }
-        let rows = eventually(
-            "every e-mail tried once against a relay this executor does not trust",
-            secs(30),
-            || {
-                let app = &app;
-                async move {
-                    let rows = outbox(app).await;
-                    (rows.len() == N
-                        && rows
-                            .iter()
-                            .all(|r| r.attempts >= 1 && r.last_error.is_some()))
-                    .then_some(rows)
-                }
-            },
-        )
-        .await;
+        let rows = every_email_tried_once(&app, "a relay this executor does not trust").await;
         for r in &rows {
             assert_eq!(r.status, "pending", "retried later, not given up: {r:#?}");
             let error = r.last_error.as_deref().unwrap_or_default();
