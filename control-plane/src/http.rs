@@ -19,7 +19,12 @@ use ticketmax_proto::{
     v1::{self, RunState, job_service_server::JobService},
 };
 
-use crate::{api::JobApi, app::SharedApp, auth::Role};
+use crate::{
+    api::JobApi,
+    app::SharedApp,
+    auth::Role,
+    metrics::{escape_label, family},
+};
 
 /// The seed's trigger endpoints and the job each one starts.
 pub const SEED_ENDPOINTS: [(&str, &str); 6] = [
@@ -227,12 +232,6 @@ async fn healthz(State(h): State<Http>) -> Response {
     }
 }
 
-pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// Prometheus text format. Counts come from the database, so every replica reports the same
 /// totals and a restart loses nothing. Job names, executor addresses and e-mail figures are not
 /// for everyone: with API tokens configured the scraper needs a viewer token (Prometheus:
@@ -260,11 +259,12 @@ async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
         .collect();
     let live = live_executors.len();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_runs Runs recorded, by job and state."
+    family(
+        &mut out,
+        "ticketmax_runs",
+        "gauge",
+        "Runs recorded, by job and state.",
     );
-    let _ = writeln!(out, "# TYPE ticketmax_runs gauge");
     let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
     for (job, st, n) in &counts {
         *by_state.entry(st.as_str()).or_default() += n;
@@ -275,83 +275,74 @@ async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
             escape_label(st)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_runs_by_state Runs recorded, by state."
+    family(
+        &mut out,
+        "ticketmax_runs_by_state",
+        "gauge",
+        "Runs recorded, by state.",
     );
-    let _ = writeln!(out, "# TYPE ticketmax_runs_by_state gauge");
-    for (st, n) in by_state {
+    for (st, n) in &by_state {
         let _ = writeln!(out, "ticketmax_runs_by_state{{state=\"{st}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_executors_connected Executors with a recent heartbeat."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_executors_connected gauge");
-    let _ = writeln!(out, "ticketmax_executors_connected {live}");
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_replica_leader 1 when this replica holds the scheduler lease."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_replica_leader gauge");
-    let _ = writeln!(
-        out,
-        "ticketmax_replica_leader {}",
-        i32::from(h.app.is_leader())
-    );
-    let in_state = |want: &str| -> i64 {
-        counts
-            .iter()
-            .filter(|(_, st, _)| st == want)
-            .map(|(_, _, n)| n)
-            .sum()
-    };
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_queue_depth Runs waiting to be dispatched."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_queue_depth gauge");
-    let _ = writeln!(out, "ticketmax_queue_depth {}", in_state("queued"));
-    let _ = writeln!(out, "# HELP ticketmax_running_runs Runs being executed.");
-    let _ = writeln!(out, "# TYPE ticketmax_running_runs gauge");
-    let _ = writeln!(out, "ticketmax_running_runs {}", in_state("running"));
+    let in_state = |want: &str| by_state.get(want).copied().unwrap_or(0);
     // Executors sharing a ticketing database report the same outbox: the largest figure is it.
     let outbox = live_executors
         .iter()
         .map(|e| e.outbox_pending)
         .max()
         .unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_outbox_depth E-mails waiting in the outbox, as executors report it."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_outbox_depth gauge");
-    let _ = writeln!(out, "ticketmax_outbox_depth {outbox}");
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_emails_sent_total E-mails delivered, by executor process."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_emails_sent_total counter");
-    for e in &live_executors {
-        let _ = writeln!(
-            out,
-            "ticketmax_emails_sent_total{{executor=\"{}\"}} {}",
-            escape_label(&e.id),
-            e.emails_sent
-        );
+    for (name, help, value) in [
+        (
+            "ticketmax_executors_connected",
+            "Executors with a recent heartbeat.",
+            i64::try_from(live).unwrap_or(i64::MAX),
+        ),
+        (
+            "ticketmax_replica_leader",
+            "1 when this replica holds the scheduler lease.",
+            i64::from(h.app.is_leader()),
+        ),
+        (
+            "ticketmax_queue_depth",
+            "Runs waiting to be dispatched.",
+            in_state("queued"),
+        ),
+        (
+            "ticketmax_running_runs",
+            "Runs being executed.",
+            in_state("running"),
+        ),
+        (
+            "ticketmax_outbox_depth",
+            "E-mails waiting in the outbox, as executors report it.",
+            outbox,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP ticketmax_emails_failed_total E-mails given up on, by executor process."
-    );
-    let _ = writeln!(out, "# TYPE ticketmax_emails_failed_total counter");
-    for e in &live_executors {
-        let _ = writeln!(
-            out,
-            "ticketmax_emails_failed_total{{executor=\"{}\"}} {}",
-            escape_label(&e.id),
-            e.emails_failed
-        );
+    let by_executor = |n: fn(&&crate::store::executor::Model) -> i64| {
+        live_executors
+            .iter()
+            .map(|e| (e.id.as_str(), n(e)))
+            .collect::<Vec<_>>()
+    };
+    for (name, help, values) in [
+        (
+            "ticketmax_emails_sent_total",
+            "E-mails delivered, by executor process.",
+            by_executor(|e| e.emails_sent),
+        ),
+        (
+            "ticketmax_emails_failed_total",
+            "E-mails given up on, by executor process.",
+            by_executor(|e| e.emails_failed),
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for (id, n) in values {
+            let _ = writeln!(out, "{name}{{executor=\"{}\"}} {n}", escape_label(id));
+        }
     }
     h.app.metrics.render(&mut out);
     (

@@ -144,6 +144,19 @@ impl Default for Metrics {
     }
 }
 
+/// The HELP and TYPE lines of a Prometheus metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -193,42 +206,39 @@ impl Metrics {
     }
 
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        family(
             out,
-            "# HELP ticketmax_schedule_lateness_seconds Fire time minus scheduled time of ticks this replica recorded."
+            "ticketmax_schedule_lateness_seconds",
+            "histogram",
+            "Fire time minus scheduled time of ticks this replica recorded.",
         );
-        let _ = writeln!(out, "# TYPE ticketmax_schedule_lateness_seconds histogram");
         lock(&self.lateness).render(out, "ticketmax_schedule_lateness_seconds", "");
-        let _ = writeln!(
+        for (name, help, n) in [
+            (
+                "ticketmax_ticks_recorded_total",
+                "Ticks this replica recorded as runs.",
+                &self.ticks_recorded,
+            ),
+            (
+                "ticketmax_ticks_skipped_total",
+                "Ticks this replica recorded as skipped (overlap or missed).",
+                &self.ticks_skipped,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+        }
+        family(
             out,
-            "# HELP ticketmax_ticks_recorded_total Ticks this replica recorded as runs."
+            "ticketmax_run_duration_seconds",
+            "histogram",
+            "Duration of runs this replica dispatched, by job and outcome.",
         );
-        let _ = writeln!(out, "# TYPE ticketmax_ticks_recorded_total counter");
-        let _ = writeln!(
-            out,
-            "ticketmax_ticks_recorded_total {}",
-            self.ticks_recorded.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ticketmax_ticks_skipped_total Ticks this replica recorded as skipped (overlap or missed)."
-        );
-        let _ = writeln!(out, "# TYPE ticketmax_ticks_skipped_total counter");
-        let _ = writeln!(
-            out,
-            "ticketmax_ticks_skipped_total {}",
-            self.ticks_skipped.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ticketmax_run_duration_seconds Duration of runs this replica dispatched, by job and outcome."
-        );
-        let _ = writeln!(out, "# TYPE ticketmax_run_duration_seconds histogram");
         for ((job, outcome), h) in lock(&self.durations).iter() {
             let labels = format!(
                 "job=\"{}\",outcome=\"{}\"",
-                crate::http::escape_label(job),
-                crate::http::escape_label(outcome)
+                escape_label(job),
+                escape_label(outcome)
             );
             h.render(out, "ticketmax_run_duration_seconds", &labels);
         }

@@ -7,21 +7,18 @@
 //! Every scenario runs on SQLite and, when `TICKETMAX_TEST_DATABASE_URL` is set, on Postgres.
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{TestDb, at, count, databases};
-use serde_json::{Map, Value, json};
+use common::{RunOpts, TestDb, at, count, databases};
+use serde_json::{Value, json};
 use ticketmax_executor::db::{Sql, col};
-use ticketmax_executor::tasks::{
-    ContextParts, RunRequest, RunStats, TaskContext, TaskError, TaskOutput, TaskSettings,
-};
-use tokio_util::sync::CancellationToken;
+use ticketmax_executor::tasks::{TaskError, TaskOutput};
 
 const NOW: &str = "2026-11-28T12:00:00+00:00";
 
-/// Runs `job` with `as_of = now` in timezone `tz` (the common harness always uses UTC).
+/// Runs `job` with `as_of = now` in timezone `tz`, with no admin addresses.
 async fn run_tz(
     t: &TestDb,
     job: &str,
@@ -29,40 +26,12 @@ async fn run_tz(
     tz: chrono_tz::Tz,
     params: Value,
 ) -> Result<TaskOutput, TaskError> {
-    let registry = ticketmax_executor::jobs::registry();
-    let task = registry.get(job).expect("task exists");
-    let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
-    params.insert("as_of".into(), Value::String(now.to_rfc3339()));
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = TaskContext::new(
-        ContextParts {
-            db: t.db.clone(),
-            dialect: t.dialect,
-            settings: Arc::new(TaskSettings {
-                dirs: t.dirs.clone(),
-                frontend_url: "https://tickets.example".into(),
-                admin_emails: Vec::new(),
-                memory_alert_mb: 512,
-                disk_alert_percent: 90,
-                reengagement_batch_limit: 1000,
-                started_at: now,
-            }),
-            run_stats: Arc::new(RunStats::default()),
-            mail_queued: Arc::new(tokio::sync::Notify::new()),
-        },
-        RunRequest {
-            run_id: "rules-run".into(),
-            job: job.into(),
-            attempt: 1,
-            scheduled_for: Some(now),
-            tz,
-            params,
-        },
-        tx,
-        CancellationToken::new(),
-        Arc::new(Mutex::new(Map::new())),
-    )?;
-    task.run(&ctx).await
+    let opts = RunOpts {
+        tz,
+        admin_emails: Vec::new(),
+        ..RunOpts::default()
+    };
+    t.run_opts(job, now, params, opts).await.0
 }
 
 /// Runs `job` (UTC), checks the invariant, runs it again and checks that the second run changed
@@ -571,53 +540,42 @@ async fn birthdays_today_in_timezone_and_leap_day_on_28_february() {
             "{}",
             t.name
         );
-        // The same instant in UTC is the 27th: only user 3.
-        let utc = run_tz(
-            &t,
-            "notifications/send-birthday-wishes",
-            now,
-            chrono_tz::UTC,
-            json!({}),
-        )
-        .await
-        .expect("utc run");
-        assert_eq!(count(&utc, "emails_queued"), 1, "{}", t.name);
-        assert_eq!(
-            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:3:2027'")
+        // Each later run (UTC) mails exactly one more user.
+        for (why, when, key) in [
+            // The same instant in UTC is the 27th: only user 3.
+            ("utc run", now, "birthday:3:2027"),
+            // In a leap year, 28 February is not the leap-day user's birthday.
+            (
+                "leap-year run",
+                at("2028-02-28T10:00:00Z"),
+                "birthday:2:2028",
+            ),
+            (
+                "leap-day run",
+                at("2028-02-29T10:00:00Z"),
+                "birthday:1:2028",
+            ),
+        ] {
+            let out = run_tz(
+                &t,
+                "notifications/send-birthday-wishes",
+                when,
+                chrono_tz::UTC,
+                json!({}),
+            )
+            .await
+            .expect(why);
+            assert_eq!(count(&out, "emails_queued"), 1, "{}: {why}", t.name);
+            assert_eq!(
+                t.int(&format!(
+                    "SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = '{key}'"
+                ))
                 .await,
-            1
-        );
-        // In a leap year, 28 February is not the leap-day user's birthday.
-        let leap = run_tz(
-            &t,
-            "notifications/send-birthday-wishes",
-            at("2028-02-28T10:00:00Z"),
-            chrono_tz::UTC,
-            json!({}),
-        )
-        .await
-        .expect("leap-year run");
-        assert_eq!(count(&leap, "emails_queued"), 1, "{}", t.name);
-        assert_eq!(
-            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:2:2028'")
-                .await,
-            1
-        );
-        let leap_day = run_tz(
-            &t,
-            "notifications/send-birthday-wishes",
-            at("2028-02-29T10:00:00Z"),
-            chrono_tz::UTC,
-            json!({}),
-        )
-        .await
-        .expect("leap-day run");
-        assert_eq!(count(&leap_day, "emails_queued"), 1, "{}", t.name);
-        assert_eq!(
-            t.int("SELECT COUNT(*) FROM email_outbox WHERE dedupe_key = 'birthday:1:2028'")
-                .await,
-            1
-        );
+                1,
+                "{}: {why}",
+                t.name
+            );
+        }
     }
 }
 

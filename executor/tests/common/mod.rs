@@ -123,6 +123,24 @@ pub fn at(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// How a test runs a task: its timezone, the ADMIN_EMAILS it mails reports to, and its
+/// cancellation token. Default: UTC, `ops@example.com`, never cancelled.
+pub struct RunOpts {
+    pub tz: chrono_tz::Tz,
+    pub admin_emails: Vec<String>,
+    pub cancel: CancellationToken,
+}
+
+impl Default for RunOpts {
+    fn default() -> Self {
+        RunOpts {
+            tz: chrono_tz::UTC,
+            admin_emails: vec!["ops@example.com".into()],
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
 impl TestDb {
     /// Runs task `job` with `as_of = now` and the given extra params.
     pub async fn run(
@@ -153,6 +171,21 @@ impl TestDb {
         params: Value,
         cancel: CancellationToken,
     ) -> (Result<TaskOutput, TaskError>, Vec<u64>) {
+        let opts = RunOpts {
+            cancel,
+            ..RunOpts::default()
+        };
+        self.run_opts(job, now, params, opts).await
+    }
+
+    /// Runs a task as set out in `opts`; also returns the `done` counts of its progress events.
+    pub async fn run_opts(
+        &self,
+        job: &str,
+        now: DateTime<Utc>,
+        params: Value,
+        opts: RunOpts,
+    ) -> (Result<TaskOutput, TaskError>, Vec<u64>) {
         let registry = ticketmax_executor::jobs::registry();
         let task = registry.get(job).expect("task exists");
         let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
@@ -165,7 +198,7 @@ impl TestDb {
                 settings: Arc::new(TaskSettings {
                     dirs: self.dirs.clone(),
                     frontend_url: "https://tickets.example".into(),
-                    admin_emails: vec!["ops@example.com".into()],
+                    admin_emails: opts.admin_emails,
                     memory_alert_mb: 512,
                     disk_alert_percent: 90,
                     reengagement_batch_limit: 1000,
@@ -179,11 +212,11 @@ impl TestDb {
                 job: job.into(),
                 attempt: 1,
                 scheduled_for: Some(now),
-                tz: chrono_tz::UTC,
+                tz: opts.tz,
                 params,
             },
             tx,
-            cancel,
+            opts.cancel,
             Arc::new(Mutex::new(Map::new())),
         );
         let result = match ctx {
