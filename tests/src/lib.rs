@@ -1147,6 +1147,41 @@ impl TestApp {
         .await
     }
 
+    /// `n` bookings pending for 30 minutes on event 10 (1 ticket each), inventory consistent:
+    /// the data of the cancel-expired-bookings scenarios.
+    pub async fn seed_expired_bookings(&self, n: u32) {
+        self.wait_for_ticketing_table("bookings").await;
+        self.ticketing_exec(&format!(
+            "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
+             INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
+               (10, 'Big Show', now() + interval '10 days', {total}, 1000, 'upcoming'); \
+             INSERT INTO bookings (user_id, event_id, quantity, total_amount, status, created_at) \
+               SELECT 1, 10, 1, 1000, 'pending', now() - interval '30 minutes' FROM generate_series(1, {n});",
+            total = 1000 + n
+        ))
+        .await;
+    }
+
+    /// SPEC §5 on event 10: available + held by pending and confirmed bookings = total.
+    pub async fn assert_inventory_consistent(&self) {
+        let (available, held, total): (i64, i64, i64) = (
+            self.ticketing_scalar("SELECT available_tickets::bigint FROM events WHERE id = 10")
+                .await,
+            self.ticketing_scalar(
+                "SELECT COALESCE(SUM(quantity), 0)::bigint FROM bookings \
+                 WHERE event_id = 10 AND status IN ('pending', 'confirmed')",
+            )
+            .await,
+            self.ticketing_scalar("SELECT total_tickets::bigint FROM events WHERE id = 10")
+                .await,
+        );
+        assert_eq!(
+            available + held,
+            total,
+            "inventory broken: available {available} + held {held} != total {total}"
+        );
+    }
+
     /// Dump of every log, for failure messages.
     pub fn logs_tail(&self, lines: usize) -> String {
         let mut out = String::new();

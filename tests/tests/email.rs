@@ -867,6 +867,20 @@ async fn confirmations_dataset(app: &TestApp) {
     .await;
 }
 
+/// With schedules silenced, the confirmations dataset and a run of the confirmation job that
+/// queues its `N` e-mails.
+async fn queue_confirmations(app: &TestApp) {
+    app.silence_schedules(&[]).await;
+    confirmations_dataset(app).await;
+    let run = run_ok(app, CONFIRMATIONS).await;
+    assert_eq!(
+        summary_count(&run, "emails_queued"),
+        Some(N as i64),
+        "{}",
+        summary(&run)
+    );
+}
+
 /// Asserts the Maildir holds exactly one message per outbox row (`N` of them), to the right user.
 fn assert_each_once(rows: &[OutboxRow], smtp: &SmtpServer) {
     assert_eq!(rows.len(), N, "outbox rows: {rows:#?}");
@@ -951,16 +965,7 @@ async fn sigkill_between_outbox_write_and_send_delivers_each_message_once() {
         .executor_env("TICKETMAX_MAIL_LEASE_SECONDS", "5")
         .spawn()
         .await;
-    app.silence_schedules(&[]).await;
-    confirmations_dataset(&app).await;
-
-    let run = run_ok(&app, CONFIRMATIONS).await;
-    assert_eq!(
-        summary_count(&run, "emails_queued"),
-        Some(N as i64),
-        "{}",
-        summary(&run)
-    );
+    queue_confirmations(&app).await;
     // The sender has leased every e-mail and its SMTP sessions hang on the greeting.
     eventually(
         "every e-mail leased and an SMTP session open",
@@ -1009,15 +1014,7 @@ async fn smtp_outage_loses_nothing_and_delivers_when_the_server_returns() {
         .executor_env("SMTP_SECURITY", "none")
         .spawn()
         .await;
-    app.silence_schedules(&[]).await;
-    confirmations_dataset(&app).await;
-    let run = run_ok(&app, CONFIRMATIONS).await;
-    assert_eq!(
-        summary_count(&run, "emails_queued"),
-        Some(N as i64),
-        "{}",
-        summary(&run)
-    );
+    queue_confirmations(&app).await;
 
     // Every e-mail is tried, fails transiently and stays pending with its error recorded.
     every_email_tried_once(&app, "the dead server").await;
@@ -1082,7 +1079,6 @@ async fn smtp_over_starttls_and_implicit_tls_with_an_internal_ca() {
             .executor_env("SMTP_CA_FILE", &ca_file)
             .spawn()
             .await;
-        app.silence_schedules(&[]).await;
         let smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
         let mut smtp = if security == "tls" {
             smtp.with_implicit_tls(&cert, &key)
@@ -1090,8 +1086,7 @@ async fn smtp_over_starttls_and_implicit_tls_with_an_internal_ca() {
             smtp.with_starttls(&cert, &key)
         };
         smtp.start().await;
-        confirmations_dataset(&app).await;
-        run_ok(&app, CONFIRMATIONS).await;
+        queue_confirmations(&app).await;
 
         if trusted {
             let rows = wait_all_delivered(&app, &smtp, secs(60)).await;

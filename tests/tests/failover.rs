@@ -4,44 +4,11 @@ use ticketmax_e2e::*;
 
 const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
 
-/// `n` bookings pending for 30 minutes on event 10 (1 ticket each), inventory consistent.
-async fn expired_bookings(app: &TestApp, n: u32) {
-    app.wait_for_ticketing_table("bookings").await;
-    app.ticketing_exec(&format!(
-        "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
-         INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
-           (10, 'Big Show', now() + interval '10 days', {total}, 1000, 'upcoming'); \
-         INSERT INTO bookings (user_id, event_id, quantity, total_amount, status, created_at) \
-           SELECT 1, 10, 1, 1000, 'pending', now() - interval '30 minutes' FROM generate_series(1, {n});",
-        total = 1000 + n
-    ))
-    .await;
-}
-
-async fn assert_inventory_consistent(app: &TestApp) {
-    let (available, held, total): (i64, i64, i64) = (
-        app.ticketing_scalar("SELECT available_tickets FROM events WHERE id = 10")
-            .await,
-        app.ticketing_scalar(
-            "SELECT COALESCE(SUM(quantity), 0)::bigint FROM bookings \
-             WHERE event_id = 10 AND status IN ('pending', 'confirmed')",
-        )
-        .await,
-        app.ticketing_scalar("SELECT total_tickets FROM events WHERE id = 10")
-            .await,
-    );
-    assert_eq!(
-        available + held,
-        total,
-        "available {available} + held {held} != total {total}"
-    );
-}
-
 #[tokio::test]
 async fn a_run_whose_executor_dies_is_retried_on_another_executor() {
     let mut app = TestApp::builder().executors(2).spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 400).await;
+    app.seed_expired_bookings(400).await;
 
     let run = app
         .try_trigger(
@@ -93,7 +60,7 @@ async fn a_run_whose_executor_dies_is_retried_on_another_executor() {
         .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'pending'")
         .await;
     assert_eq!(left, 0, "expired bookings left pending after the retry");
-    assert_inventory_consistent(&app).await;
+    app.assert_inventory_consistent().await;
     let mails: i64 = app
         .ticketing_scalar("SELECT count(*) FROM email_outbox")
         .await;
@@ -107,7 +74,7 @@ async fn a_run_whose_executor_dies_is_retried_on_another_executor() {
 async fn cancel_run_stops_a_running_task_between_chunks() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 400).await;
+    app.seed_expired_bookings(400).await;
 
     let run = app
         .try_trigger(
@@ -153,7 +120,7 @@ async fn cancel_run_stops_a_running_task_between_chunks() {
         "the partial summary must count exactly the committed chunks: {}",
         summary(&done)
     );
-    assert_inventory_consistent(&app).await;
+    app.assert_inventory_consistent().await;
 
     // Cancelling a finished run is refused.
     let err = app

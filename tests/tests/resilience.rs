@@ -37,20 +37,6 @@ const SETTLE: chrono::Duration = chrono::Duration::seconds(2);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// `n` bookings pending for 30 minutes on event 10 (1 ticket each), inventory consistent.
-async fn expired_bookings(app: &TestApp, n: u32) {
-    app.wait_for_ticketing_table("bookings").await;
-    app.ticketing_exec(&format!(
-        "INSERT INTO users (id, email) VALUES (1, 'ada@example.com'); \
-         INSERT INTO events (id, title, starts_at, total_tickets, available_tickets, status) VALUES \
-           (10, 'Big Show', now() + interval '10 days', {total}, 1000, 'upcoming'); \
-         INSERT INTO bookings (user_id, event_id, quantity, total_amount, status, created_at) \
-           SELECT 1, 10, 1, 1000, 'pending', now() - interval '30 minutes' FROM generate_series(1, {n});",
-        total = 1000 + n
-    ))
-    .await;
-}
-
 async fn cancelled_bookings(app: &TestApp) -> i64 {
     app.ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
         .await
@@ -59,22 +45,7 @@ async fn cancelled_bookings(app: &TestApp) -> i64 {
 /// SPEC §5: available + held by pending and confirmed bookings = total, and every cancelled
 /// booking got exactly one e-mail (none lost, none doubled by a retry).
 async fn assert_ticketing_consistent(app: &TestApp) {
-    let (available, held, total): (i64, i64, i64) = (
-        app.ticketing_scalar("SELECT available_tickets::bigint FROM events WHERE id = 10")
-            .await,
-        app.ticketing_scalar(
-            "SELECT COALESCE(SUM(quantity), 0)::bigint FROM bookings \
-             WHERE event_id = 10 AND status IN ('pending', 'confirmed')",
-        )
-        .await,
-        app.ticketing_scalar("SELECT total_tickets::bigint FROM events WHERE id = 10")
-            .await,
-    );
-    assert_eq!(
-        available + held,
-        total,
-        "inventory broken: available {available} + held {held} != total {total}"
-    );
+    app.assert_inventory_consistent().await;
     let cancelled = cancelled_bookings(app).await;
     let mails: i64 = app
         .ticketing_scalar("SELECT count(*) FROM email_outbox")
@@ -412,7 +383,7 @@ async fn ticks_missed_while_the_only_control_plane_is_down_run_once_or_are_skipp
 async fn overlap_skip_records_ticks_and_manual_triggers_behind_an_active_run_as_skipped() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     let job = set_overlap(&app, CANCEL_EXPIRED, v1::OverlapPolicy::Skip).await;
     assert_eq!(job.overlap_policy(), v1::OverlapPolicy::Skip);
 
@@ -507,7 +478,7 @@ async fn overlap_skip_records_ticks_and_manual_triggers_behind_an_active_run_as_
 async fn overlap_queue_one_keeps_at_most_one_run_queued_behind_the_active_one() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     set_overlap(&app, CANCEL_EXPIRED, v1::OverlapPolicy::QueueOne).await;
 
     let stop = AtomicBool::new(false);
@@ -572,7 +543,7 @@ async fn overlap_queue_one_keeps_at_most_one_run_queued_behind_the_active_one() 
 async fn overlap_allow_lets_ticks_and_manual_triggers_run_alongside_an_active_run() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     set_overlap(&app, CANCEL_EXPIRED, v1::OverlapPolicy::Allow).await;
 
     let slow = start_slow_run(&app, 0).await;
@@ -627,7 +598,7 @@ async fn overlap_skip_holds_across_two_control_plane_replicas() {
         .spawn()
         .await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     set_overlap(&app, CANCEL_EXPIRED, v1::OverlapPolicy::Skip).await;
 
     let stop = AtomicBool::new(false);
@@ -767,7 +738,7 @@ async fn a_failing_task_is_retried_with_exponential_backoff_up_to_max_retries_th
 async fn a_run_over_its_timeout_ends_timed_out_and_the_task_stops() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     app.update_job(UpdateJobRequest {
         name: CANCEL_EXPIRED.into(),
         timeout_seconds: Some(1),
@@ -809,7 +780,7 @@ async fn a_run_over_its_timeout_ends_timed_out_and_the_task_stops() {
 async fn cancel_run_stops_a_running_task_with_a_partial_summary_and_refuses_finished_runs() {
     let app = TestApp::spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, 3000).await;
+    app.seed_expired_bookings(3000).await;
     let slow = start_slow_run(&app, 0).await;
     let resp = cancel(&app, &slow.id).await.expect("CancelRun");
     assert_eq!(resp.id, slow.id);
@@ -854,7 +825,7 @@ async fn cancel_run_stops_a_running_task_with_a_partial_summary_and_refuses_fini
 async fn a_killed_executor_is_detected_within_seconds_and_its_run_finishes_on_the_other() {
     let mut app = TestApp::builder().executors(2).spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, FINISHING).await;
+    app.seed_expired_bookings(FINISHING).await;
     let slow = start_slow_run(&app, 0).await;
     let victim = slow.executor_id.clone();
     assert_eq!(slow.attempt, 1);
@@ -901,7 +872,7 @@ async fn a_killed_executor_is_detected_within_seconds_and_its_run_finishes_on_th
 async fn a_frozen_executor_is_superseded_and_its_late_attempt_cannot_overwrite_the_run() {
     let app = TestApp::builder().executors(2).spawn().await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, FINISHING).await;
+    app.seed_expired_bookings(FINISHING).await;
     let slow = start_slow_run(&app, 0).await;
     let victim = slow.executor_id.clone();
     let index = app
@@ -1022,7 +993,7 @@ async fn sigterm_drains_a_replica_its_run_is_handed_over_and_it_exits_0_within_t
         .spawn()
         .await;
     app.silence_schedules(&[]).await;
-    expired_bookings(&app, FINISHING).await;
+    app.seed_expired_bookings(FINISHING).await;
     let slow = start_slow_run(&app, 0).await;
     let owner: String = app
         .control_scalar(&format!("SELECT owner FROM runs WHERE id = '{}'", slow.id))
