@@ -75,80 +75,17 @@ pub async fn spawn_secured_control_plane(name: &str) -> SecuredControlPlane {
 }
 
 /// A CA (`ca.pem`) and a server certificate for localhost / 127.0.0.1 signed by it
-/// (`server.pem`, `server.key`), made with the openssl CLI in `dir`.
+/// (`server.pem`, `server.key`), written to `dir`.
 pub fn make_pki(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run openssl (needed to make test certificates): {e}")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=TicketMax test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(&csr);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
+    let ca = crate::pki::make_ca("TicketMax test CA");
+    let (cert, key) = crate::pki::leaf(&ca, &["localhost", "127.0.0.1"], "localhost");
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", cert),
+        ("server.key", key),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write a PEM file");
+    }
 }
 
 /// Starts a control plane on SQLite in a temp dir; with `tokens`, TICKETMAX_API_TOKENS holds

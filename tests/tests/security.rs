@@ -1571,24 +1571,8 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
     bad.address = "ftp://somewhere".into();
     let r = reg.register(req(bad, Some(EXECUTOR_SECRET))).await;
     assert_eq!(code_of(&r), Code::InvalidArgument, "{r:?}");
-    // The impostor process keeps trying; wait until it has been refused at least once.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = sys
-            .procs
-            .iter()
-            .find(|p| p.name == "ex-impostor")
-            .unwrap()
-            .log();
-        if log.contains("wrong executor token") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the impostor is not told why: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The impostor process keeps trying; wait until it has been refused, and told why.
+    wait_for_log(&sys, "ex-impostor", "wrong executor token").await;
     let ids: String = scalar(
         &sys.control,
         "SELECT coalesce(string_agg(id || ':' || deregistered::text, ',' ORDER BY id), '') FROM executors",
