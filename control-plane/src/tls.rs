@@ -24,15 +24,23 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
-/// The gRPC server's TLS, when a certificate is configured.
-pub fn grpc_server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+/// This replica's certificate and key, when configured.
+fn identity(c: &Config) -> anyhow::Result<Option<Identity>> {
     let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
         return Ok(None);
     };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+    Ok(Some(Identity::from_pem(
         read(cert, "TICKETMAX_TLS_CERT")?,
         read(key, "TICKETMAX_TLS_KEY")?,
-    ));
+    )))
+}
+
+/// The gRPC server's TLS, when a certificate is configured.
+pub fn grpc_server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let Some(identity) = identity(c)? else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &c.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
     }
@@ -47,11 +55,8 @@ pub fn executor_client(c: &Config) -> anyhow::Result<ClientTlsConfig> {
             .ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?)),
         None => ClientTlsConfig::new().with_webpki_roots(),
     };
-    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
-        tls = tls.identity(Identity::from_pem(
-            read(cert, "TICKETMAX_TLS_CERT")?,
-            read(key, "TICKETMAX_TLS_KEY")?,
-        ));
+    if let Some(identity) = identity(c)? {
+        tls = tls.identity(identity);
     }
     Ok(tls)
 }
