@@ -1,12 +1,22 @@
-//! State shared by the API, the scheduler and the dispatcher of one replica.
+//! State shared by the API, the ticker, the dispatcher and the maintenance services of one
+//! replica.
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
-use crate::{auth::Auth, config::Config, store::Store};
+use crate::{
+    auth::Auth,
+    config::Config,
+    engine::{
+        DispatchWake, attempts::AttemptBook, completer::Completer, enqueue::Enqueuer,
+        executors::ExecutorBook, heartbeats::Heartbeats, hub::Hub, job_cache::JobCache,
+        notify::Notice,
+    },
+    store::Store,
+};
 
 pub struct App {
     pub store: Store,
@@ -14,21 +24,36 @@ pub struct App {
     pub auth: Auth,
     pub metrics: crate::metrics::Metrics,
     pub replica_id: String,
-    /// Wakes the dispatcher as soon as a run is queued on this replica.
-    pub dispatch_wake: Notify,
-    /// Wakes watchers of this replica when events are appended here; others poll.
-    pub events_wake: Notify,
-    /// Wakes this replica's scheduler when the API changed a job here, so a new schedule fires
-    /// from its very next tick; other replicas pick the change up within a second.
-    pub schedules_changed: Notify,
-    leader: AtomicBool,
+    pub jobs: JobCache,
+    pub executors: ExecutorBook,
+    pub attempts: AttemptBook,
+    pub hub: Hub,
+    pub enqueuer: Enqueuer,
+    pub completer: Completer,
+    pub heartbeats: Heartbeats,
+    pub dispatch: DispatchWake,
+    /// Whether the database answered the last time a maintenance service asked it; drives
+    /// `grpc.health.v1` and `/healthz`.
+    pub database_ok: watch::Sender<bool>,
+    /// When this replica's ticker started firing. A tick missing from after this moment was
+    /// not missed by an outage but fired late here (a stall, a database error): the
+    /// missed-tick policy is not for it.
+    pub firing_since: std::sync::OnceLock<chrono::DateTime<chrono::Utc>>,
+    leader: watch::Sender<bool>,
     draining: AtomicBool,
 }
 
 pub type SharedApp = Arc<App>;
 
 impl App {
-    pub fn new(store: Store, config: Config, auth: Auth) -> SharedApp {
+    pub fn new(
+        store: Store,
+        config: Config,
+        auth: Auth,
+        enqueuer: Enqueuer,
+        completer: Completer,
+        heartbeats: Heartbeats,
+    ) -> SharedApp {
         let replica_id = config.replica_id();
         Arc::new(Self {
             store,
@@ -36,20 +61,36 @@ impl App {
             auth,
             metrics: crate::metrics::Metrics::default(),
             replica_id,
-            dispatch_wake: Notify::new(),
-            events_wake: Notify::new(),
-            schedules_changed: Notify::new(),
-            leader: AtomicBool::new(false),
+            jobs: JobCache::default(),
+            executors: ExecutorBook::default(),
+            attempts: AttemptBook::default(),
+            hub: Hub::default(),
+            enqueuer,
+            completer,
+            heartbeats,
+            dispatch: DispatchWake::default(),
+            database_ok: watch::Sender::new(true),
+            firing_since: std::sync::OnceLock::new(),
+            leader: watch::Sender::new(false),
             draining: AtomicBool::new(false),
         })
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        *self.leader.borrow()
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
+        self.leader.send_if_modified(|current| {
+            let changed = *current != leader;
+            *current = leader;
+            changed
+        });
+    }
+
+    /// Changes whenever this replica becomes or stops being the leader.
+    pub fn role_changes(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -60,25 +101,52 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Appends a run event and wakes local watchers. A failure to record an event is logged,
-    /// not fatal: the run's state columns stay the source of truth.
-    pub async fn record_event(&self, run_id: &str, kind: &str, payload: serde_json::Value) {
-        match self
-            .store
-            .append_event(run_id, kind, payload.to_string())
-            .await
-        {
-            Ok(_) => self.events_wake.notify_waiters(),
-            Err(e) => tracing::warn!(run_id, error = %e, "could not record a run event"),
+    pub fn database_reachable(&self, ok: bool) {
+        self.database_ok.send_if_modified(|current| {
+            let changed = *current != ok;
+            *current = ok;
+            changed
+        });
+    }
+
+    /// Acts on what another replica said (see `engine::notify`).
+    pub async fn on_notice(&self, notice: Notice) {
+        match notice {
+            Notice::JobsChanged => {
+                if let Err(e) = self.jobs.refresh(&self.store).await {
+                    tracing::warn!(error = %e, "cannot reload jobs after a change elsewhere");
+                }
+            }
+            Notice::Cancel { run_id } => {
+                let reason = match self.store.run(&run_id).await {
+                    Ok(Some(r)) => r.reason,
+                    _ => None,
+                };
+                self.attempts
+                    .signal(&run_id, crate::engine::attempts::Signal::Cancel { reason });
+            }
+            Notice::Events(touched) => {
+                for (run_id, seq) in touched {
+                    if let Some(feed) = self.hub.watched(&run_id)
+                        && feed.newest() < seq
+                        && let Err(e) = feed.catch_up(&self.store, std::time::Duration::ZERO).await
+                    {
+                        tracing::warn!(run_id, error = %e, "cannot read new events for watchers");
+                    }
+                }
+            }
         }
     }
 
-    pub async fn record_state(&self, run_id: &str, state: &str, attempt: i32, message: &str) {
-        self.record_event(
-            run_id,
-            "state",
-            serde_json::json!({ "state": state, "attempt": attempt, "message": message }),
-        )
-        .await;
+    /// After notifications may have been lost: reload jobs, catch every watched run up, and
+    /// let the dispatcher look.
+    pub async fn resync(&self) {
+        if let Err(e) = self.jobs.refresh(&self.store).await {
+            tracing::warn!(error = %e, "cannot reload jobs");
+        }
+        for feed in self.hub.all_watched() {
+            let _ = feed.catch_up(&self.store, std::time::Duration::ZERO).await;
+        }
+        self.dispatch.wake();
     }
 }

@@ -1,4 +1,5 @@
-//! Configuration: every setting is an environment variable and a flag (SPEC §10).
+//! Configuration: every setting is an environment variable and a flag, with the defaults the
+//! README's configuration table lists.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
@@ -125,6 +126,23 @@ pub struct Config {
     /// [default: the web PKI roots].
     #[arg(long, env = "TICKETMAX_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Finished runs (and their events) older than this many days are deleted; 0 keeps
+    /// everything.
+    #[arg(long, env = "TICKETMAX_RUN_RETENTION_DAYS", default_value_t = 30)]
+    pub run_retention_days: u32,
+
+    /// The newest runs of each job kept whatever their age.
+    #[arg(long, env = "TICKETMAX_RUN_RETENTION_KEEP", default_value_t = 100)]
+    pub run_retention_keep: u64,
+
+    /// When the run-history cleaner runs (cron, 5 or 6 fields, UTC; the leader runs it).
+    #[arg(
+        long,
+        env = "TICKETMAX_CLEANER_SCHEDULE",
+        default_value = "0 */10 * * * *"
+    )]
+    pub cleaner_schedule: String,
 }
 
 impl Config {

@@ -255,7 +255,7 @@ async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
     let timeout = h.app.config.executor_timeout();
     let live_executors: Vec<_> = executors
         .iter()
-        .filter(|e| crate::api::executor_to_proto(e, timeout).live)
+        .filter(|e| crate::api::convert::executor_to_proto(e, timeout).live)
         .collect();
     let live = live_executors.len();
     let mut out = String::new();
@@ -267,7 +267,8 @@ async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
     );
     let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
     for (job, st, n) in &counts {
-        *by_state.entry(st.as_str()).or_default() += n;
+        let st = st.as_str();
+        *by_state.entry(st).or_default() += n;
         let _ = writeln!(
             out,
             "ticketmax_runs{{job=\"{}\",state=\"{}\"}} {n}",

@@ -1,22 +1,8 @@
-//! `ticketmax-control-plane`: see `config.rs` (or `--help`) for what it does and how to run it.
-mod api;
-mod app;
-mod auth;
-mod catalog;
-mod config;
-mod cron;
-mod dispatch;
-mod http;
-mod metrics;
-mod scheduler;
-mod server;
-mod store;
-mod tls;
-
-use anyhow::Context;
+//! `ticketmax-control-plane`: see `config.rs` (or `--help`) for what it does and how to run it,
+//! and `lib.rs` for where everything lives.
 use clap::Parser;
 
-use crate::config::{Cli, Command};
+use ticketmax_control_plane::config::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,72 +11,7 @@ async fn main() -> anyhow::Result<()> {
         "ticketmax-control-plane",
         "info,sqlx=warn,sea_orm=warn,tokio_cron_scheduler=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
     );
-    let result = run(cli).await;
+    let result = ticketmax_control_plane::run(cli).await;
     telemetry.shutdown();
     result
-}
-
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = cli.config;
-    if matches!(cli.command, Some(Command::HashToken)) {
-        let mut token = String::new();
-        std::io::stdin()
-            .read_line(&mut token)
-            .context("reading the token from standard input")?;
-        println!("{}", auth::sha256_hex(token.trim_end_matches(['\n', '\r'])));
-        return Ok(());
-    }
-    let auth = auth::Auth::new(
-        cfg.api_tokens.as_deref(),
-        cfg.executor_token.clone(),
-        cfg.trigger_rate_per_minute,
-    )
-    .context("TICKETMAX_API_TOKENS")?;
-    cron::parse_timezone(&cfg.timezone).context("TICKETMAX_TIMEZONE")?;
-    let url = cfg.database_url();
-    if url.starts_with("sqlite") {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    }
-    let store = connect_with_retry(&url).await?;
-    store
-        .migrate()
-        .await
-        .context("migrating the control-plane database")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::HashToken => Ok(()),
-        Command::Migrate => {
-            tracing::info!(database = %config::redact_url(&url), "migrations applied");
-            Ok(())
-        }
-        Command::Serve => {
-            let added = store
-                .upsert_catalog(catalog::CATALOG, &cfg.timezone)
-                .await
-                .context("loading the job catalog")?;
-            tracing::info!(database = %config::redact_url(&url), jobs = catalog::CATALOG.len(), added, "job catalog loaded");
-            server::serve(app::App::new(store, cfg, auth)).await
-        }
-    }
-}
-
-/// The database may come up after the control plane (compose, a restarting Postgres, a pool
-/// briefly exhausted): retry for a minute before giving up.
-async fn connect_with_retry(url: &str) -> anyhow::Result<store::Store> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut wait = std::time::Duration::from_millis(200);
-    loop {
-        match store::Store::connect(url).await {
-            Ok(s) => return Ok(s),
-            Err(e) if tokio::time::Instant::now() + wait < deadline => {
-                tracing::warn!(database = %config::redact_url(url), error = %e, retry_in = ?wait, "database not reachable yet");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("connecting to {}", config::redact_url(url)));
-            }
-        }
-    }
 }

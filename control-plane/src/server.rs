@@ -1,5 +1,6 @@
-//! Wires one replica together: gRPC server (API, registry, health, reflection), scheduler,
-//! dispatcher, database health, and the shutdown sequence on SIGTERM/SIGINT.
+//! Wires one replica together: gRPC server (API, registry, health, reflection), HTTP server,
+//! the engine's writers, the ticker, the dispatcher, the maintenance services, and the
+//! shutdown sequence on SIGTERM/SIGINT.
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,11 +15,28 @@ use ticketmax_proto::v1::{
 
 use crate::{
     api::{JobApi, RegistryApi},
-    app::SharedApp,
+    app::{App, SharedApp},
+    auth::Auth,
+    config::Config,
     dispatch::Dispatcher,
-    scheduler::Scheduler,
+    engine::{completer, enqueue, heartbeats, notify},
+    maintenance::{
+        self,
+        cleaner::{Cleaner, Retention},
+        elector::{self, Elector},
+        gauges::Gauges,
+        rescuer::Rescuer,
+        sweeper::Sweeper,
+    },
+    scheduler::Ticker,
+    store::Store,
     tls,
 };
+
+/// How often a replica renews (or tries to take) the leader lease; the lease lasts three.
+const ELECTOR_PERIOD: Duration = Duration::from_millis(2500);
+/// How often the leader looks for ticks nobody recorded.
+const SWEEPER_PERIOD: Duration = Duration::from_millis(2500);
 
 const SERVICES: [&str; 3] = [
     "",
@@ -26,7 +44,24 @@ const SERVICES: [&str; 3] = [
     "ticketmax.jobs.v1.ExecutorRegistry",
 ];
 
-pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
+/// Builds the replica (engine writers, caches) around `store` and serves until SIGTERM or
+/// SIGINT.
+pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<()> {
+    let (enqueuer, enqueue_queue) = enqueue::channel();
+    let (completer, complete_queue) = completer::channel();
+    let (heartbeats, heartbeat_queue) = heartbeats::channel();
+    let app = App::new(store, config, auth, enqueuer, completer, heartbeats);
+    app.jobs
+        .refresh(&app.store)
+        .await
+        .context("loading the jobs")?;
+    app.executors.refresh(
+        app.store
+            .executors(None)
+            .await
+            .context("loading the executors")?,
+    );
+
     let listener = tokio::net::TcpListener::bind(app.config.grpc_addr)
         .await
         .with_context(|| format!("binding gRPC on {}", app.config.grpc_addr))?;
@@ -51,23 +86,67 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // Stopped in order on shutdown: the workers (ticker, dispatcher, maintenance) first, then
+    // the writers they hand their last results to, then the servers.
     let shutdown = CancellationToken::new();
     let workers = CancellationToken::new();
-    let mut tasks = JoinSet::new();
+    let writers = CancellationToken::new();
+    let mut worker_tasks = JoinSet::new();
+    let mut writer_tasks = JoinSet::new();
 
-    let scheduler = Scheduler::new(app.clone()).await?;
-    tasks.spawn({
-        let token = workers.clone();
-        async move {
-            if let Err(e) = scheduler.run(token).await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        }
-    });
-    tasks.spawn(
+    writer_tasks.spawn(enqueue::run(app.clone(), enqueue_queue, writers.clone()));
+    writer_tasks.spawn(completer::run(app.clone(), complete_queue, writers.clone()));
+    writer_tasks.spawn(heartbeats::run(
+        app.clone(),
+        heartbeat_queue,
+        writers.clone(),
+    ));
+    writer_tasks.spawn(notify::listen(app.clone(), writers.clone()));
+
+    worker_tasks.spawn(Ticker::new(app.clone()).run(workers.clone()));
+    worker_tasks.spawn(
         Dispatcher::new(app.clone(), tls::executor_client(&app.config)?).run(workers.clone()),
     );
-    tasks.spawn(watch_database(
+    let lease = app.config.run_lease();
+    worker_tasks.spawn(maintenance::run(
+        Elector::new(app.clone(), ELECTOR_PERIOD),
+        app.clone(),
+        workers.clone(),
+    ));
+    worker_tasks.spawn(maintenance::run(
+        Sweeper::new(app.clone(), SWEEPER_PERIOD),
+        app.clone(),
+        workers.clone(),
+    ));
+    worker_tasks.spawn(maintenance::run(
+        Rescuer::new(app.clone(), lease),
+        app.clone(),
+        workers.clone(),
+    ));
+    worker_tasks.spawn(maintenance::run(
+        Gauges::new(app.clone()),
+        app.clone(),
+        workers.clone(),
+    ));
+    let cleaner = Cleaner::new(
+        app.clone(),
+        Retention {
+            days: app.config.run_retention_days,
+            keep_per_job: app.config.run_retention_keep,
+            batch: 1000,
+        },
+        workers.clone(),
+    );
+    let cleaner_schedule = crate::cron::Schedule::parse(&app.config.cleaner_schedule, "UTC")
+        .context("TICKETMAX_CLEANER_SCHEDULE")?
+        .normalized;
+    worker_tasks.spawn(async move {
+        if let Err(e) = cleaner.run_on(&cleaner_schedule).await {
+            tracing::error!(error = %e, "the run-history cleaner stopped");
+        }
+    });
+    worker_tasks.spawn(poll_jobs(app.clone(), workers.clone()));
+    worker_tasks.spawn(report_health(
         app.clone(),
         health_reporter.clone(),
         workers.clone(),
@@ -128,10 +207,15 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
             .await;
     }
     workers.cancel();
-    while let Some(res) = tasks.join_next().await {
-        if let Err(e) = res {
-            tracing::error!(error = %e, "worker task failed");
-        }
+    join_all(&mut worker_tasks, "worker").await;
+    writers.cancel();
+    join_all(&mut writer_tasks, "writer").await;
+    if app.is_leader() {
+        let _ = app
+            .store
+            .release_lease(elector::LEADER_LEASE, &app.replica_id)
+            .await;
+        app.set_leader(false);
     }
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -148,6 +232,62 @@ pub async fn serve(app: SharedApp) -> anyhow::Result<()> {
     }
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+async fn join_all(tasks: &mut JoinSet<()>, what: &str) {
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(error = %e, "{what} task failed");
+        }
+    }
+}
+
+/// The job cache's fallback: other processes' changes reach it by notification on Postgres
+/// (this poll only covers a lost one), and only by this poll on SQLite.
+async fn poll_jobs(app: SharedApp, stop: CancellationToken) {
+    let period = if app.store.is_postgres() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = app.jobs.refresh(&app.store).await {
+            tracing::debug!(error = %e, "cannot reload jobs");
+        }
+    }
+}
+
+/// grpc.health.v1 says NOT_SERVING while the database does not answer (as the elector finds
+/// at each pass).
+async fn report_health(
+    app: SharedApp,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut ok = app.database_ok.subscribe();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = ok.changed() => if changed.is_err() { return },
+        }
+        let healthy = *ok.borrow_and_update();
+        let status = if healthy {
+            tracing::info!("database reachable again: SERVING");
+            ServingStatus::Serving
+        } else {
+            tracing::error!("database unreachable: NOT_SERVING");
+            ServingStatus::NotServing
+        };
+        for s in SERVICES {
+            reporter.set_service_status(s, status).await;
+        }
+    }
 }
 
 /// Plaintext and an open API are the embedded default on loopback; anywhere else they are a
@@ -167,40 +307,6 @@ fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::
         // Executors register on the gRPC port only.
         if what == "gRPC" && app.auth.executor_token().is_none() && c.tls_client_ca.is_none() {
             tracing::warn!(%addr, "executors are not authenticated: anyone who can reach this port can register as one and receive runs; set TICKETMAX_EXECUTOR_TOKEN or TICKETMAX_TLS_CLIENT_CA");
-        }
-    }
-}
-
-/// grpc.health.v1 says NOT_SERVING while the database does not answer.
-async fn watch_database(
-    app: SharedApp,
-    reporter: tonic_health::server::HealthReporter,
-    cancel: CancellationToken,
-) {
-    let mut healthy = true;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-        let ok = tokio::time::timeout(Duration::from_secs(2), app.store.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if ok != healthy {
-            healthy = ok;
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if ok {
-                tracing::info!("database reachable again: SERVING");
-            } else {
-                tracing::error!("database unreachable: NOT_SERVING");
-            }
-            for s in SERVICES {
-                reporter.set_service_status(s, status).await;
-            }
         }
     }
 }

@@ -1,4 +1,5 @@
 //! sea-orm entities of the control plane's tables (see `migration.rs` for why each column exists).
+//! States, triggers and policies are the typed enums of `crate::lifecycle`, stored as text.
 
 pub mod job {
     use sea_orm::entity::prelude::*;
@@ -15,8 +16,8 @@ pub mod job {
         pub default_schedule: String,
         pub timezone: String,
         pub enabled: bool,
-        pub overlap_policy: String,
-        pub missed_tick_policy: String,
+        pub overlap_policy: crate::lifecycle::OverlapPolicy,
+        pub missed_tick_policy: crate::lifecycle::MissedTickPolicy,
         pub catch_up_window_secs: i32,
         pub timeout_secs: i32,
         pub max_retries: i32,
@@ -43,8 +44,8 @@ pub mod run {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
         pub job: String,
-        pub state: String,
-        pub trigger: String,
+        pub state: crate::lifecycle::RunState,
+        pub trigger: crate::lifecycle::Trigger,
         pub scheduled_for: DateTimeUtc,
         pub tick_at: Option<DateTimeUtc>,
         pub idempotency_key: Option<String>,
@@ -66,6 +67,8 @@ pub mod run {
         pub started_at: Option<DateTimeUtc>,
         pub finished_at: Option<DateTimeUtc>,
         pub updated_at: DateTimeUtc,
+        /// Sequence number of the run's newest event: writers number their events from it.
+        pub last_seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

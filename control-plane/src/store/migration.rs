@@ -6,7 +6,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(Engine)]
     }
 }
 
@@ -244,6 +244,61 @@ impl MigrationTrait for Initial {
                 .col(ts("expires_at"))
                 .to_owned(),
         )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The batched run engine: `runs.last_seq` numbers a run's events without a `max(seq)` read per
+/// event (backfilled from the events already stored), and one stored report per (kind, period)
+/// (a re-run replaces the report of its period; older duplicates keep only the newest).
+struct Engine;
+
+impl MigrationName for Engine {
+    fn name(&self) -> &str {
+        "m20261202_000002_engine"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Engine {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("runs"))
+                .add_column(
+                    ColumnDef::new(Alias::new("last_seq"))
+                        .big_integer()
+                        .not_null()
+                        .default(0),
+                )
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        db.execute_unprepared(
+            "UPDATE runs SET last_seq = COALESCE(\
+                (SELECT MAX(e.seq) FROM run_events e WHERE e.run_id = runs.id), 0)",
+        )
+        .await?;
+        db.execute_unprepared(
+            "DELETE FROM reports WHERE id NOT IN \
+                (SELECT MAX(id) FROM reports GROUP BY kind, period)",
+        )
+        .await?;
+        m.drop_index(
+            Index::drop()
+                .name("reports_run_kind_period")
+                .table(Alias::new("reports"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index(
+            "reports_kind_period",
+            "reports",
+            &["kind", "period"],
+            true,
+        ))
         .await?;
         Ok(())
     }

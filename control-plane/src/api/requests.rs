@@ -1,0 +1,177 @@
+//! Requests as the handlers use them: parsed and validated on construction (`TryFrom` the
+//! wire message), so a handler never sees a malformed value and every refusal is an
+//! `INVALID_ARGUMENT` that changed nothing.
+use tonic::Status;
+
+use ticketmax_proto::{struct_to_json, v1};
+
+use crate::lifecycle::{MissedTickPolicy, OverlapPolicy, RunState};
+
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_KEY_LEN: usize = 200;
+pub const MAX_PARAMS_BYTES: usize = 64 * 1024;
+pub const MAX_REASON_LEN: usize = 500;
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 500;
+
+/// A required, bounded name (job, run id, executor id, report id).
+pub fn require_name(what: &str, name: &str) -> Result<String, Status> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} is required")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{what} is longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+pub struct TriggerJob {
+    pub job: String,
+    pub idempotency_key: Option<String>,
+    /// JSON text, `None` when empty.
+    pub params: Option<String>,
+}
+
+impl TryFrom<v1::TriggerJobRequest> for TriggerJob {
+    type Error = Status;
+
+    fn try_from(req: v1::TriggerJobRequest) -> Result<Self, Status> {
+        let key = req.idempotency_key.trim().to_string();
+        if key.len() > MAX_KEY_LEN {
+            return Err(Status::invalid_argument(format!(
+                "idempotency_key is longer than {MAX_KEY_LEN} characters"
+            )));
+        }
+        let params = req
+            .params
+            .as_ref()
+            .map(|p| struct_to_json(p).to_string())
+            .filter(|p| p != "{}");
+        if params.as_ref().is_some_and(|p| p.len() > MAX_PARAMS_BYTES) {
+            return Err(Status::invalid_argument(format!(
+                "params are larger than {MAX_PARAMS_BYTES} bytes"
+            )));
+        }
+        Ok(Self {
+            job: require_name("job name", &req.job)?,
+            idempotency_key: (!key.is_empty()).then_some(key),
+            params,
+        })
+    }
+}
+
+pub struct ListRuns {
+    pub job: Option<String>,
+    pub state: Option<RunState>,
+    pub page: u32,
+    pub before_id: Option<String>,
+}
+
+impl TryFrom<v1::ListRunsRequest> for ListRuns {
+    type Error = Status;
+
+    fn try_from(req: v1::ListRunsRequest) -> Result<Self, Status> {
+        let page = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let state = v1::RunState::try_from(req.state)
+            .map_err(|_| Status::invalid_argument(format!("unknown run state {}", req.state)))?;
+        let token = req.page_token.trim();
+        let before_id = if token.is_empty() {
+            None
+        } else {
+            uuid::Uuid::parse_str(token).map_err(|_| {
+                Status::invalid_argument("page_token is not one this server issued")
+            })?;
+            Some(token.to_string())
+        };
+        let job = req.job.trim();
+        Ok(Self {
+            job: if job.is_empty() {
+                None
+            } else {
+                Some(require_name("job", job)?)
+            },
+            state: RunState::from_proto(state),
+            page,
+            before_id,
+        })
+    }
+}
+
+pub struct CancelRun {
+    pub run_id: String,
+    pub reason: Option<String>,
+}
+
+impl TryFrom<v1::CancelRunRequest> for CancelRun {
+    type Error = Status;
+
+    fn try_from(req: v1::CancelRunRequest) -> Result<Self, Status> {
+        let reason = req.reason.trim();
+        if reason.len() > MAX_REASON_LEN {
+            return Err(Status::invalid_argument(format!(
+                "reason is longer than {MAX_REASON_LEN} characters"
+            )));
+        }
+        Ok(Self {
+            run_id: require_name("run_id", &req.run_id)?,
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+        })
+    }
+}
+
+/// The changes of an `UpdateJob`, each checked on its own; the schedule and timezone are
+/// checked together against the job's current values by the handler.
+pub struct UpdateJob {
+    pub name: String,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub enabled: Option<bool>,
+    pub overlap_policy: Option<OverlapPolicy>,
+    pub missed_tick_policy: Option<MissedTickPolicy>,
+    pub catch_up_window_secs: Option<i32>,
+    pub timeout_secs: Option<i32>,
+    pub max_retries: Option<i32>,
+}
+
+fn bounded(what: &str, v: Option<u32>, lo: u32, hi: u32) -> Result<Option<i32>, Status> {
+    match v {
+        None => Ok(None),
+        Some(n) if (lo..=hi).contains(&n) => Ok(i32::try_from(n).ok()),
+        Some(n) => Err(Status::invalid_argument(format!(
+            "{what} must be between {lo} and {hi}, got {n}"
+        ))),
+    }
+}
+
+impl TryFrom<v1::UpdateJobRequest> for UpdateJob {
+    type Error = Status;
+
+    fn try_from(req: v1::UpdateJobRequest) -> Result<Self, Status> {
+        let overlap_policy = v1::OverlapPolicy::try_from(req.overlap_policy)
+            .map_err(|_| Status::invalid_argument("unknown overlap_policy"))?;
+        let missed_tick_policy = v1::MissedTickPolicy::try_from(req.missed_tick_policy)
+            .map_err(|_| Status::invalid_argument("unknown missed_tick_policy"))?;
+        Ok(Self {
+            name: require_name("job name", &req.name)?,
+            schedule: req.schedule.as_deref().map(|s| s.trim().to_string()),
+            timezone: req.timezone.as_deref().map(|s| s.trim().to_string()),
+            enabled: req.enabled,
+            overlap_policy: OverlapPolicy::from_proto(overlap_policy),
+            missed_tick_policy: MissedTickPolicy::from_proto(missed_tick_policy),
+            catch_up_window_secs: bounded(
+                "catch_up_window_seconds",
+                req.catch_up_window_seconds,
+                0,
+                7 * 86_400,
+            )?,
+            timeout_secs: bounded("timeout_seconds", req.timeout_seconds, 1, 7 * 86_400)?,
+            max_retries: bounded("max_retries", req.max_retries, 0, 100)?,
+        })
+    }
+}
