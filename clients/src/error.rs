@@ -10,7 +10,8 @@ use tonic::{Code, Status};
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything a [`Client`](crate::Client) call can fail with. `Display` is one line that names the failed call.
+/// Everything a [`Client`](crate::Client) call can fail with. `Display` is one line that names the
+/// failed call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The URL is not `http://host:port` or `https://host:port`.
@@ -47,7 +48,8 @@ pub enum Error {
     /// Input rejected before anything was sent.
     #[error("{0}")]
     InvalidInput(String),
-    /// [`Client::wait`](crate::Client::wait) / [`Client::trigger_and_wait`](crate::Client::trigger_and_wait) gave up; the run goes on.
+    /// [`Client::wait`](crate::Client::wait) /
+    /// [`Client::trigger_and_wait`](crate::Client::trigger_and_wait) gave up; the run goes on.
     #[error("run {run_id} did not end within {timeout:?} (last state: {last_state})")]
     Timeout {
         run_id: String,

@@ -14,7 +14,8 @@ pub struct TriggerOptions {
     pub params: Option<serde_json::Value>,
 }
 
-/// Which runs [`Client::runs`](crate::Client::runs) and [`Client::all_runs`](crate::Client::all_runs) return, newest first.
+/// Which runs [`Client::runs`](crate::Client::runs) and
+/// [`Client::all_runs`](crate::Client::all_runs) return, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only runs of this job.
