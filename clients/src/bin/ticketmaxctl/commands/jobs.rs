@@ -1,43 +1,44 @@
 //! `jobs`, `job`, `pause`, `resume` and `update`: reading and changing job definitions.
 
-use serde_json::Value;
-
 use ticketmax_client::proto::{MissedTickPolicy, OverlapPolicy};
 use ticketmax_client::{Client, UpdateJob, json};
 
 use crate::args::UpdateArgs;
 use crate::exit::{CliResult, Failure};
-use crate::render::{out_json, print_enabled, print_job, print_jobs};
+use crate::render::{print_enabled, print_job, print_jobs, show, show_all};
 
 /// `jobs [--service S]`.
 pub async fn list(client: &Client, service: Option<&str>, json_out: bool) -> CliResult {
     let jobs = client.jobs_of_service(service.unwrap_or("")).await?;
-    if json_out {
-        out_json(&Value::Array(jobs.iter().map(json::job).collect()));
-    } else {
-        print_jobs(&jobs);
-    }
+    show_all(&jobs, json_out, json::job, print_jobs);
     Ok(())
 }
 
 /// `job NAME`.
-pub async fn show(client: &Client, name: &str, json_out: bool) -> CliResult {
-    let job = client.job(name).await?;
-    print_job(&job, json_out);
+pub async fn show_one(client: &Client, name: &str, json_out: bool) -> CliResult {
+    show(&client.job(name).await?, json_out, json::job, print_job);
     Ok(())
 }
 
 /// `pause JOB`.
 pub async fn pause(client: &Client, job: &str, json_out: bool) -> CliResult {
-    let job = client.pause(job).await?;
-    print_enabled(&job, json_out);
+    show(
+        &client.pause(job).await?,
+        json_out,
+        json::job,
+        print_enabled,
+    );
     Ok(())
 }
 
 /// `resume JOB`.
 pub async fn resume(client: &Client, job: &str, json_out: bool) -> CliResult {
-    let job = client.resume(job).await?;
-    print_enabled(&job, json_out);
+    show(
+        &client.resume(job).await?,
+        json_out,
+        json::job,
+        print_enabled,
+    );
     Ok(())
 }
 
@@ -66,6 +67,6 @@ pub async fn update(client: &Client, args: UpdateArgs, json_out: bool) -> CliRes
         ));
     }
     let job = client.update(&args.job, changes).await?;
-    print_job(&job, json_out);
+    show(&job, json_out, json::job, print_job);
     Ok(())
 }

@@ -23,12 +23,12 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Status => status::status(&client, json_out).await,
         Command::Jobs { service } => jobs::list(&client, service.as_deref(), json_out).await,
-        Command::Job { name } => jobs::show(&client, &name, json_out).await,
+        Command::Job { name } => jobs::show_one(&client, &name, json_out).await,
         Command::Trigger(args) => runs::trigger(&client, args, json_out).await,
         Command::Runs { job, state, limit } => {
             runs::list(&client, job, state, limit, json_out).await
         }
-        Command::Run { id } => runs::show(&client, &id, json_out).await,
+        Command::Run { id } => runs::show_one(&client, &id, json_out).await,
         Command::Watch { id, after_seq } => runs::watch(&client, &id, after_seq, json_out).await,
         Command::Cancel { id, reason } => {
             runs::cancel(&client, &id, reason.as_deref(), json_out).await
@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Reports { kind, limit } => {
             reports::list(&client, kind.as_deref(), limit, json_out).await
         }
-        Command::Report { id } => reports::show(&client, &id, json_out).await,
+        Command::Report { id } => reports::show_one(&client, &id, json_out).await,
     }
 }
 

@@ -12,7 +12,10 @@ use ticketmax_client::{Client, RunFilter, TriggerOptions, json};
 use crate::args::{StateArg, TriggerArgs};
 use crate::exit::{CliResult, Failure};
 use crate::follow::{FollowOutput, follow};
-use crate::render::{one_line, out, out_json, print_outcome, print_run, print_runs, short_state};
+use crate::render::{
+    out, print_cancelled, print_outcome, print_run, print_runs, print_triggered, short_state, show,
+    show_all,
+};
 
 /// `trigger JOB [--key K] [--param k=v ...] [--wait [--timeout SECS]]`.
 pub async fn trigger(client: &Client, args: TriggerArgs, json_out: bool) -> CliResult {
@@ -24,24 +27,7 @@ pub async fn trigger(client: &Client, args: TriggerArgs, json_out: bool) -> CliR
     };
     let run = client.trigger_with(&args.job, options).await?;
     if !args.wait {
-        if json_out {
-            out_json(&json::run(&run));
-        } else {
-            out(format!(
-                "run {} of {}: {}{}",
-                run.id,
-                run.job,
-                short_state(run.state()),
-                if run.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", one_line(&run.reason))
-                }
-            ));
-            if !run.state().is_terminal() {
-                out(format!("follow it with: ticketmaxctl watch {}", run.id));
-            }
-        }
+        show(&run, json_out, json::run, print_triggered);
         return Ok(());
     }
     if !json_out {
@@ -69,11 +55,7 @@ pub async fn trigger(client: &Client, args: TriggerArgs, json_out: bool) -> CliR
         )
         .await?
     };
-    if json_out {
-        out_json(&json::run(&run));
-    } else {
-        print_outcome(&run);
-    }
+    show(&run, json_out, json::run, print_outcome);
     check_outcome(run)
 }
 
@@ -104,18 +86,13 @@ pub async fn list(
         .take(limit as usize)
         .try_collect()
         .await?;
-    if json_out {
-        out_json(&Value::Array(runs.iter().map(json::run).collect()));
-    } else {
-        print_runs(&runs);
-    }
+    show_all(&runs, json_out, json::run, print_runs);
     Ok(())
 }
 
 /// `run ID`.
-pub async fn show(client: &Client, id: &str, json_out: bool) -> CliResult {
-    let run = client.run(id).await?;
-    print_run(&run, json_out);
+pub async fn show_one(client: &Client, id: &str, json_out: bool) -> CliResult {
+    show(&client.run(id).await?, json_out, json::run, print_run);
     Ok(())
 }
 
@@ -137,17 +114,11 @@ pub async fn watch(client: &Client, id: &str, after_seq: u64, json_out: bool) ->
 
 /// `cancel ID [--reason R]`.
 pub async fn cancel(client: &Client, id: &str, reason: Option<&str>, json_out: bool) -> CliResult {
-    let run = client.cancel(id, reason).await?;
-    if json_out {
-        out_json(&json::run(&run));
-    } else if run.state().is_terminal() {
-        out(format!("run {} {}", run.id, short_state(run.state())));
-    } else {
-        out(format!(
-            "run {}: cancellation requested (the task stops at its next chunk; it is {} now)",
-            run.id,
-            short_state(run.state())
-        ));
-    }
+    show(
+        &client.cancel(id, reason).await?,
+        json_out,
+        json::run,
+        print_cancelled,
+    );
     Ok(())
 }

@@ -3,14 +3,14 @@
 use ticketmax_client::{Client, json};
 
 use crate::exit::CliResult;
-use crate::render::{out_json, print_status};
+use crate::render::{print_status, show};
 
 pub async fn status(client: &Client, json_out: bool) -> CliResult {
-    let status = client.status().await?;
-    if json_out {
-        out_json(&json::status(&status));
-    } else {
-        print_status(&status);
-    }
+    show(
+        &client.status().await?,
+        json_out,
+        json::status,
+        print_status,
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Rendering: how each message looks on a terminal (the status, jobs, runs and reports tables,
-//! the key/value views of one job, run or report, the last lines of a followed run) and, where a
-//! view takes `json_out`, as the JSON document of [`ticketmax_client::json`].
+//! the key/value views of one job, run or report, the last lines of a followed run), and the
+//! choice, by `--output`, between those and the JSON documents of [`ticketmax_client::json`]
+//! ([`show`], [`show_all`]).
 
 mod text;
 
@@ -13,6 +14,24 @@ use ticketmax_client::{json, struct_to_json};
 
 use text::{compact_json, fmt_duration, fmt_time, fmt_when, kv, table, truncate, yes_no};
 pub use text::{one_line, out, out_json, short_state};
+
+/// One message: its JSON document with `--output json`, else its human view.
+pub fn show<T>(item: &T, json_out: bool, to_json: fn(&T) -> Value, human: fn(&T)) {
+    if json_out {
+        out_json(&to_json(item));
+    } else {
+        human(item);
+    }
+}
+
+/// A list: one JSON array with `--output json`, else its table.
+pub fn show_all<T>(items: &[T], json_out: bool, to_json: fn(&T) -> Value, human: fn(&[T])) {
+    if json_out {
+        out_json(&Value::Array(items.iter().map(to_json).collect()));
+    } else {
+        human(items);
+    }
+}
 
 pub fn print_status(s: &GetStatusResponse) {
     let rows: Vec<Vec<String>> = s
@@ -157,11 +176,7 @@ pub fn print_jobs(jobs: &[Job]) {
     ));
 }
 
-pub fn print_job(j: &Job, json_out: bool) {
-    if json_out {
-        out_json(&json::job(j));
-        return;
-    }
+pub fn print_job(j: &Job) {
     let schedule = if j.default_schedule.is_empty() || j.default_schedule == j.schedule {
         j.schedule.clone()
     } else {
@@ -204,17 +219,14 @@ pub fn print_job(j: &Job, json_out: bool) {
     ]);
 }
 
-pub fn print_enabled(j: &Job, json_out: bool) {
-    if json_out {
-        out_json(&json::job(j));
-    } else {
-        out(format!(
-            "{}: {} (next fire {})",
-            j.name,
-            if j.enabled { "enabled" } else { "paused" },
-            fmt_when(j.next_fire_time.as_ref())
-        ));
-    }
+/// After `pause` and `resume`.
+pub fn print_enabled(j: &Job) {
+    out(format!(
+        "{}: {} (next fire {})",
+        j.name,
+        if j.enabled { "enabled" } else { "paused" },
+        fmt_when(j.next_fire_time.as_ref())
+    ));
 }
 
 fn trigger_name(r: &Run) -> &'static str {
@@ -267,11 +279,7 @@ pub fn print_runs(runs: &[Run]) {
     ));
 }
 
-pub fn print_run(r: &Run, json_out: bool) {
-    if json_out {
-        out_json(&json::run(r));
-        return;
-    }
+pub fn print_run(r: &Run) {
     let mut pairs = vec![
         ("run", r.id.clone()),
         ("job", r.job.clone()),
@@ -308,6 +316,37 @@ pub fn print_run(r: &Run, json_out: bool) {
         pairs.push(("reason", one_line(&r.reason)));
     }
     kv(&pairs);
+}
+
+/// `trigger` without `--wait`: the new run, and how to follow it.
+pub fn print_triggered(r: &Run) {
+    out(format!(
+        "run {} of {}: {}{}",
+        r.id,
+        r.job,
+        short_state(r.state()),
+        if r.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", one_line(&r.reason))
+        }
+    ));
+    if !r.state().is_terminal() {
+        out(format!("follow it with: ticketmaxctl watch {}", r.id));
+    }
+}
+
+/// After `cancel`: ended at once (a queued run), or asked to stop (a running one).
+pub fn print_cancelled(r: &Run) {
+    if r.state().is_terminal() {
+        out(format!("run {} {}", r.id, short_state(r.state())));
+    } else {
+        out(format!(
+            "run {}: cancellation requested (the task stops at its next chunk; it is {} now)",
+            r.id,
+            short_state(r.state())
+        ));
+    }
 }
 
 /// The end of `trigger --wait` and `watch`.
