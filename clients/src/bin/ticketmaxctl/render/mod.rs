@@ -49,29 +49,10 @@ pub fn print_status(s: &GetStatusResponse) {
                     },
                 ),
             };
-            vec![
-                j.name.clone(),
-                j.schedule.clone(),
-                j.timezone.clone(),
-                yes_no(j.enabled),
-                last,
-                finished,
-                fmt_when(j.next_fire_time.as_ref()),
-            ]
+            job_row(j, [last, finished])
         })
         .collect();
-    out(table(
-        &[
-            "JOB",
-            "SCHEDULE",
-            "TIMEZONE",
-            "ENABLED",
-            "LAST RUN",
-            "FINISHED",
-            "NEXT FIRE",
-        ],
-        &rows,
-    ));
+    out(table(&job_headers(["LAST RUN", "FINISHED"]), &rows));
     out("");
     if s.executors.is_empty() {
         out("executors: none registered");
@@ -149,31 +130,42 @@ pub fn print_jobs(jobs: &[Job]) {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
-            vec![
-                j.name.clone(),
-                j.schedule.clone(),
-                j.timezone.clone(),
-                yes_no(j.enabled),
-                overlap_name(j.overlap_policy()).into(),
-                format!("{}s", j.timeout_seconds),
-                j.max_retries.to_string(),
-                fmt_when(j.next_fire_time.as_ref()),
-            ]
+            job_row(
+                j,
+                [
+                    overlap_name(j.overlap_policy()).into(),
+                    format!("{}s", j.timeout_seconds),
+                    j.max_retries.to_string(),
+                ],
+            )
         })
         .collect();
     out(table(
-        &[
-            "JOB",
-            "SCHEDULE",
-            "TIMEZONE",
-            "ENABLED",
-            "OVERLAP",
-            "TIMEOUT",
-            "RETRIES",
-            "NEXT FIRE",
-        ],
+        &job_headers(["OVERLAP", "TIMEOUT", "RETRIES"]),
         &rows,
     ));
+}
+
+/// The headers of a table of jobs (status, jobs): name, schedule, timezone and enabled, then
+/// `middle`, then the next fire time.
+fn job_headers<const N: usize>(middle: [&'static str; N]) -> Vec<&'static str> {
+    let mut headers = vec!["JOB", "SCHEDULE", "TIMEZONE", "ENABLED"];
+    headers.extend(middle);
+    headers.push("NEXT FIRE");
+    headers
+}
+
+/// A row of a table of jobs, in the order of [`job_headers`].
+fn job_row<const N: usize>(j: &Job, middle: [String; N]) -> Vec<String> {
+    let mut row = vec![
+        j.name.clone(),
+        j.schedule.clone(),
+        j.timezone.clone(),
+        yes_no(j.enabled),
+    ];
+    row.extend(middle);
+    row.push(fmt_when(j.next_fire_time.as_ref()));
+    row
 }
 
 pub fn print_job(j: &Job) {
