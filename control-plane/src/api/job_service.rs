@@ -169,7 +169,7 @@ impl JobService for JobApi {
             .auth
             .require(req.metadata(), Role::Viewer, "ListJobs")?;
         let service = req.into_inner().service;
-        let service = service.trim();
+        let service = requests::text("service", &service)?.trim();
         let last = self.app.store.last_runs().await?;
         let jobs = self
             .app
@@ -438,7 +438,7 @@ impl JobService for JobApi {
             0 => 20,
             n => n.min(requests::MAX_PAGE),
         };
-        let kind = req.kind.trim();
+        let kind = requests::text("kind", &req.kind)?.trim();
         let reports = self
             .app
             .store

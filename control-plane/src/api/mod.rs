@@ -3,6 +3,7 @@
 //! `INVALID_ARGUMENT`, unknown names `NOT_FOUND`, impossible transitions
 //! `FAILED_PRECONDITION`, an unreachable database `UNAVAILABLE`.
 pub mod convert;
+pub mod decode_errors;
 pub mod job_service;
 pub mod registry;
 pub mod requests;

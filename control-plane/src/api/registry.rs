@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use ticketmax_proto::{peer_names::PeerNames, v1};
 
-use super::requests::{MAX_NAME_LEN, require_name};
+use super::requests::{MAX_NAME_LEN, require_name, text};
 use crate::{
     app::SharedApp,
     engine::executors::Heartbeat,
@@ -44,7 +44,13 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         self.admit(&req)?;
         let req = req.into_inner();
         let id = require_name("executor_id", &req.executor_id)?;
-        let address = req.address.trim();
+        let address = text("address", &req.address)?.trim();
+        if text("version", &req.version)?.len() > MAX_NAME_LEN {
+            return Err(Status::invalid_argument("version is too long"));
+        }
+        for j in &req.jobs {
+            text("jobs", j)?;
+        }
         if !(address.starts_with("http://") || address.starts_with("https://"))
             || address.parse::<tonic::transport::Uri>().is_err()
         {

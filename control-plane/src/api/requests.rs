@@ -14,9 +14,33 @@ pub const MAX_REASON_LEN: usize = 500;
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 500;
 
+/// Text the database can store: a NUL byte is refused here, with the field's name, rather than
+/// by the database with an error clients would retry.
+pub fn text<'a>(what: &str, s: &'a str) -> Result<&'a str, Status> {
+    if s.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "{what} contains a NUL byte"
+        )));
+    }
+    Ok(s)
+}
+
+/// Every string of a JSON value (keys included) is storable text.
+fn json_text(what: &str, v: &serde_json::Value) -> Result<(), Status> {
+    match v {
+        serde_json::Value::String(s) => text(what, s).map(|_| ()),
+        serde_json::Value::Array(items) => items.iter().try_for_each(|i| json_text(what, i)),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            text(what, k)?;
+            json_text(what, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A required, bounded name (job, run id, executor id, report id).
 pub fn require_name(what: &str, name: &str) -> Result<String, Status> {
-    let name = name.trim();
+    let name = text(what, name)?.trim();
     if name.is_empty() {
         return Err(Status::invalid_argument(format!("{what} is required")));
     }
@@ -39,17 +63,19 @@ impl TryFrom<v1::TriggerJobRequest> for TriggerJob {
     type Error = Status;
 
     fn try_from(req: v1::TriggerJobRequest) -> Result<Self, Status> {
-        let key = req.idempotency_key.trim().to_string();
+        let key = text("idempotency_key", &req.idempotency_key)?
+            .trim()
+            .to_string();
         if key.len() > MAX_KEY_LEN {
             return Err(Status::invalid_argument(format!(
                 "idempotency_key is longer than {MAX_KEY_LEN} characters"
             )));
         }
-        let params = req
-            .params
-            .as_ref()
-            .map(|p| struct_to_json(p).to_string())
-            .filter(|p| p != "{}");
+        let params = req.params.as_ref().map(struct_to_json);
+        if let Some(p) = &params {
+            json_text("params", p)?;
+        }
+        let params = params.map(|p| p.to_string()).filter(|p| p != "{}");
         if params.as_ref().is_some_and(|p| p.len() > MAX_PARAMS_BYTES) {
             return Err(Status::invalid_argument(format!(
                 "params are larger than {MAX_PARAMS_BYTES} bytes"
@@ -84,9 +110,15 @@ impl TryFrom<v1::ListRunsRequest> for ListRuns {
         let before_id = if token.is_empty() {
             None
         } else {
-            uuid::Uuid::parse_str(token).map_err(|_| {
-                Status::invalid_argument("page_token is not one this server issued")
-            })?;
+            // Exactly the spelling the server issued (a run id): not upper case, braces, a
+            // URN or the hyphen-less form, which would page from a different place.
+            let issued = uuid::Uuid::parse_str(token)
+                .is_ok_and(|u| u.hyphenated().to_string() == token);
+            if !issued {
+                return Err(Status::invalid_argument(
+                    "page_token is not one this server issued",
+                ));
+            }
             Some(token.to_string())
         };
         let job = req.job.trim();
@@ -112,7 +144,7 @@ impl TryFrom<v1::CancelRunRequest> for CancelRun {
     type Error = Status;
 
     fn try_from(req: v1::CancelRunRequest) -> Result<Self, Status> {
-        let reason = req.reason.trim();
+        let reason = text("reason", &req.reason)?.trim();
         if reason.len() > MAX_REASON_LEN {
             return Err(Status::invalid_argument(format!(
                 "reason is longer than {MAX_REASON_LEN} characters"
@@ -159,8 +191,16 @@ impl TryFrom<v1::UpdateJobRequest> for UpdateJob {
             .map_err(|_| Status::invalid_argument("unknown missed_tick_policy"))?;
         Ok(Self {
             name: require_name("job name", &req.name)?,
-            schedule: req.schedule.as_deref().map(|s| s.trim().to_string()),
-            timezone: req.timezone.as_deref().map(|s| s.trim().to_string()),
+            schedule: req
+                .schedule
+                .as_deref()
+                .map(|s| text("schedule", s).map(|s| s.trim().to_string()))
+                .transpose()?,
+            timezone: req
+                .timezone
+                .as_deref()
+                .map(|s| text("timezone", s).map(|s| s.trim().to_string()))
+                .transpose()?,
             enabled: req.enabled,
             overlap_policy: OverlapPolicy::from_proto(overlap_policy),
             missed_tick_policy: MissedTickPolicy::from_proto(missed_tick_policy),
