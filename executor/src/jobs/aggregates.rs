@@ -232,7 +232,8 @@ async fn mail_report(
     let prefix = format!("report:{kind}:{period}:");
     let txn = ctx.db.begin().await.context("starting a transaction")?;
     let mut q = Sql::new(ctx.dialect);
-    let len = q.bind(prefix.chars().count() as i64);
+    // INTEGER (not BIGINT): Postgres has substr(text, int, int) only.
+    let len = q.bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX));
     let p = q.bind(prefix.clone());
     let recipients = q.bind_list(admins.iter().cloned());
     q.push(&format!(

@@ -302,7 +302,7 @@ impl RefundChunk {
               WHERE p.booking_id = b.id AND p.status IN ('success', 'refunded')), \
              (SELECT CAST(COALESCE(SUM({REFUNDED_PART}), 0) AS BIGINT) FROM payments p \
               WHERE p.booking_id = b.id AND p.status IN ('success', 'refunded')), \
-             CASE WHEN e.status = 'cancelled' THEN 1 ELSE 0 END \
+             CAST(CASE WHEN e.status = 'cancelled' THEN 1 ELSE 0 END AS BIGINT) \
              FROM bookings b LEFT JOIN events e ON e.id = b.event_id \
              WHERE {REFUND_REQUESTED} AND b.id > {after} ORDER BY b.id LIMIT {limit}{lock}",
             lock = ctx.dialect.skip_locked_of("b"),
