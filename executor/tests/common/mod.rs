@@ -29,7 +29,10 @@ fn unique(prefix: &str) -> String {
 }
 
 pub struct TestDb {
-    pub name: &'static str,
+    /// The backend, and the scenario's reference time when there is one: for messages.
+    pub name: String,
+    /// "sqlite" or "postgres".
+    pub backend: &'static str,
     pub db: DatabaseConnection,
     pub dialect: Dialect,
     pub dirs: Dirs,
@@ -61,6 +64,15 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Fresh databases for a scenario run at the reference time called `label`.
+pub async fn databases_at(label: &str) -> Vec<TestDb> {
+    let mut dbs = databases().await;
+    for t in &mut dbs {
+        t.name = format!("{} at {label}", t.backend);
+    }
+    dbs
 }
 
 /// A migrated SQLite database, plus a migrated Postgres one when configured.
@@ -111,7 +123,8 @@ async fn migrated(
         .expect("migrations");
     let dialect = Dialect::of(&db).expect("dialect");
     TestDb {
-        name,
+        name: name.to_owned(),
+        backend: name,
         db,
         dialect,
         dirs,
