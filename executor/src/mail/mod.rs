@@ -604,6 +604,158 @@ fn smtp_transport(config: &Config, host: &str) -> Result<Transport, MailError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use clap::Parser as _;
+    use sea_orm_migration::MigratorTrait as _;
+
+    use super::Sender;
+    use crate::db::{self, Dialect, Sql, col};
+
+    async fn outbox_db(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
+        let db = db::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
+            .await
+            .expect("sqlite");
+        crate::schema::Migrator::up(&db, None)
+            .await
+            .expect("migrations");
+        for i in 1..=2 {
+            let mut q = Sql::new(Dialect::Sqlite);
+            let past = q.bind(chrono::Utc::now() - chrono::Duration::minutes(1));
+            q.push(&format!(
+                "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, \
+                 next_attempt_at) VALUES ('k{i}', 'booking-confirmation', 'u{i}@example.com', \
+                 'Hi', '{{}}', {past})"
+            ));
+            q.execute(&db).await.expect("insert");
+        }
+        db
+    }
+
+    fn sender(db: &sea_orm::DatabaseConnection, mail: &std::path::Path, lease: &str) -> Sender {
+        let cli = crate::config::Cli::try_parse_from([
+            "ticketmax-executor",
+            "--mail-lease-seconds",
+            lease,
+        ])
+        .expect("config");
+        Sender::new(
+            &cli.config,
+            db.clone(),
+            Dialect::Sqlite,
+            mail.to_path_buf(),
+            Arc::new(tokio::sync::Notify::new()),
+            None,
+        )
+        .expect("sender")
+    }
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    async fn column(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<String> {
+        let mut q = Sql::new(Dialect::Sqlite);
+        q.push(sql);
+        q.fetch_all(db)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| col::<String>(r, 0).expect("text"))
+            .collect()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tm_mail_{name}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    /// A batch that outlived its lease is not delivered by the sender that claimed it once
+    /// another sender has claimed the rows: each e-mail goes out once, from the new holder.
+    #[tokio::test]
+    async fn a_batch_that_outlives_its_lease_is_sent_once_by_the_new_holder() {
+        let dir = scratch("lease");
+        let db = outbox_db(&dir).await;
+        let (mail_a, mail_b) = (dir.join("a"), dir.join("b"));
+        let a = sender(&db, &mail_a, "2");
+        let b = sender(&db, &mail_b, "2");
+        let stale = a.claim().await.expect("claim");
+        assert_eq!(stale.len(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+        let fresh = b
+            .claim()
+            .await
+            .expect("second claim once the lease ran out");
+        assert_eq!(fresh.len(), 2);
+        a.deliver_batch(stale).await;
+        assert_eq!(files(&mail_a), 0, "the old holder sent after its lease");
+        b.deliver_batch(fresh).await;
+        assert_eq!(files(&mail_b), 2);
+        assert_eq!(
+            column(&db, "SELECT status FROM email_outbox ORDER BY id").await,
+            ["sent", "sent"]
+        );
+    }
+
+    /// Outcomes are recorded only where the row still holds this sender's lease token: a sender
+    /// whose rows were claimed again cannot mark them sent or failed under the new holder.
+    #[tokio::test]
+    async fn outcomes_need_the_lease_token() {
+        let dir = scratch("token");
+        let db = outbox_db(&dir).await;
+        let a = sender(&db, &dir.join("a"), "300");
+        let batch = a.claim().await.expect("claim");
+        let lease = batch[0].lease.clone();
+        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        // Another sender took row 1 over (its lease ran out meanwhile).
+        let mut q = Sql::new(Dialect::Sqlite);
+        let id = q.bind(ids[0]);
+        q.push(&format!(
+            "UPDATE email_outbox SET lease_token = 'other', attempts = attempts + 1 WHERE id = {id}"
+        ));
+        q.execute(&db).await.expect("takeover");
+        assert_eq!(
+            a.mark_failed(ids[0], &lease, "boom").await.expect("mark"),
+            0
+        );
+        assert_eq!(
+            a.mark_retry(ids[0], &lease, "boom", chrono::Duration::seconds(30))
+                .await
+                .expect("mark"),
+            0
+        );
+        let sent: Vec<(i64, Arc<super::Lease>)> =
+            ids.iter().map(|id| (*id, lease.clone())).collect();
+        assert_eq!(
+            a.mark_sent(&sent).await.expect("mark"),
+            1,
+            "only row 2 is still ours"
+        );
+        assert_eq!(
+            column(&db, "SELECT status FROM email_outbox ORDER BY id").await,
+            ["pending", "sent"]
+        );
+        assert_eq!(
+            column(
+                &db,
+                "SELECT COALESCE(last_error, '-') FROM email_outbox ORDER BY id"
+            )
+            .await,
+            ["-", "-"]
+        );
+    }
+
     #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(super::retry_delay(1).num_seconds(), 30);
