@@ -780,7 +780,8 @@ async fn refund_arithmetic_on_odd_amounts() {
             )
             .await;
             // (booking, event, total, success payments as (amount, already refunded))
-            let cases: [(i64, i64, i64, &[(i64, i64)]); 11] = [
+            type Case = (i64, i64, i64, &'static [(i64, i64)]);
+            let cases: [Case; 11] = [
                 (1, 1, 1001, &[(1001, 0)]),          // 50 % of 1001 → 500, never 501
                 (2, 2, 1001, &[(1001, 0)]),          // full → 1001
                 (3, 2, 2000, &[(1500, 0)]),          // full, but only 1500 was paid → 1500

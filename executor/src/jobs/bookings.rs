@@ -250,9 +250,12 @@ pub fn refund_decision(r: RefundRequest) -> RefundDecision {
     decision(due)
 }
 
-/// How `amount` is returned over a booking's payments (`(id, amount, refunded_amount)`, oldest
-/// first): each gives back what it still holds until the amount is reached.
-pub fn allocate_refund(amount: i64, payments: &[(i64, i64, i64)]) -> Vec<(i64, i64)> {
+/// A payment that took money: `(id, amount, refunded_amount)`.
+pub type HeldPayment = (i64, i64, i64);
+
+/// How `amount` is returned over a booking's payments (oldest first): each gives back what it
+/// still holds until the amount is reached; `(payment id, part)` pairs.
+pub fn allocate_refund(amount: i64, payments: &[HeldPayment]) -> Vec<(i64, i64)> {
     let mut left = amount;
     let mut out = Vec::new();
     for (id, paid, refunded) in payments {
@@ -333,13 +336,13 @@ impl RefundChunk {
         Ok(out)
     }
 
-    /// `(payment id, amount, refunded_amount)` of the `success` payments of `bookings` that still
-    /// hold money, oldest first per booking, locked until the chunk commits.
+    /// The `success` payments of `bookings` that still hold money, oldest first per booking,
+    /// locked until the chunk commits.
     async fn refundable_payments(
         ctx: &TaskContext,
         txn: &DatabaseTransaction,
         bookings: &[i64],
-    ) -> Result<Vec<(i64, Vec<(i64, i64, i64)>)>, TaskError> {
+    ) -> Result<Vec<(i64, Vec<HeldPayment>)>, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         q.push(&format!(
             "SELECT p.booking_id, p.id, p.amount, p.refunded_amount FROM payments p \
@@ -355,7 +358,7 @@ impl RefundChunk {
             .fetch_all(txn)
             .await
             .context("selecting refundable payments")?;
-        let mut out: Vec<(i64, Vec<(i64, i64, i64)>)> = Vec::new();
+        let mut out: Vec<(i64, Vec<HeldPayment>)> = Vec::new();
         for row in &rows {
             let read = || -> Result<(i64, (i64, i64, i64)), sea_orm::DbErr> {
                 Ok((col(row, 0)?, (col(row, 1)?, col(row, 2)?, col(row, 3)?)))
