@@ -14,6 +14,9 @@ export TICKETMAX_GRPC_ADDR=${TICKETMAX_GRPC_ADDR:-127.0.0.1:50051}
 export TICKETMAX_HTTP_ADDR=${TICKETMAX_HTTP_ADDR:-127.0.0.1:8080}
 export TICKETMAX_EXECUTOR_ADDR=${TICKETMAX_EXECUTOR_ADDR:-127.0.0.1:50061}
 export TICKETMAX_CONTROL_PLANE_URL=${TICKETMAX_CONTROL_PLANE_URL:-http://$TICKETMAX_GRPC_ADDR}
+# Newsletter and marketing jobs need a secret for their signed unsubscribe links; this one is
+# for the local demo only.
+export TICKETMAX_UNSUBSCRIBE_SECRET=${TICKETMAX_UNSUBSCRIBE_SECRET:-embedded-demo-unsubscribe-secret-not-for-production}
 unset DATABASE_URL TICKETING_DATABASE_URL SMTP_HOST
 
 log() { printf '[run-embedded] %s\n' "$*" >&2; }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use ticketmax_executor::config::Dirs;
 use ticketmax_executor::db::{self, Sql, col};
 use ticketmax_executor::tasks::{
-    ContextParts, RunRequest, RunStats, TaskContext, TaskOutput, TaskSettings,
+    ContextParts, RunRequest, RunStats, RunTrigger, TaskContext, TaskOutput, TaskSettings,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -303,6 +303,11 @@ async fn run_task(bench: &Bench, db: &DatabaseConnection, job: &str) -> anyhow::
                 disk_alert_percent: 90,
                 reengagement_batch_limit: 1000,
                 started_at: bench.now,
+                unsubscribe: Some(ticketmax_executor::mail::unsubscribe::Unsubscribe::new(
+                    "bench-only-unsubscribe-secret-0123456789",
+                    "https://tickets.example",
+                    None,
+                )?),
             }),
             run_stats: Arc::new(RunStats::default()),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
@@ -312,6 +317,7 @@ async fn run_task(bench: &Bench, db: &DatabaseConnection, job: &str) -> anyhow::
             job: job.into(),
             attempt: 1,
             scheduled_for: Some(bench.now),
+            trigger: RunTrigger::Manual,
             tz: chrono_tz::UTC,
             params,
         },

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use ticketmax_proto::v1::executor_server::Executor;
 use ticketmax_proto::v1::{
     CancelTaskRequest, CancelTaskResponse, ExecutorEvent, Finished, ReportDraft, RunJobRequest,
-    RunState, Started, executor_event,
+    RunState, Started, Trigger, executor_event,
 };
 use ticketmax_proto::{from_timestamp, json_map_to_struct, json_to_struct, struct_to_json};
 use tokio::sync::{Notify, mpsc};
@@ -22,8 +22,8 @@ use tracing::Instrument;
 
 use crate::db::Dialect;
 use crate::tasks::{
-    ContextParts, RunRequest, RunStats, Summary, TaskContext, TaskError, TaskOutput, TaskRegistry,
-    TaskSettings,
+    ContextParts, RunRequest, RunStats, RunTrigger, Summary, TaskContext, TaskError, TaskOutput,
+    TaskRegistry, TaskSettings,
 };
 
 /// Admits only the control plane: callers presenting the shared executor token, when one is
@@ -217,6 +217,11 @@ impl Executor for ExecutorService {
                 job: req.job.clone(),
                 attempt: req.attempt,
                 scheduled_for: req.scheduled_for.as_ref().and_then(from_timestamp),
+                trigger: match req.trigger() {
+                    Trigger::Schedule => RunTrigger::Schedule,
+                    // UNSPECIFIED comes from control planes older than the field.
+                    Trigger::Manual | Trigger::Unspecified => RunTrigger::Manual,
+                },
                 tz,
                 params,
             },

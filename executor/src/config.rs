@@ -145,6 +145,23 @@ pub struct Config {
         global = true
     )]
     pub frontend_url: String,
+    /// Secret (at least 32 bytes) that signs the one-click unsubscribe tokens of newsletter and
+    /// marketing mail; the frontend verifies them with the same secret (README, "E-mail").
+    /// Unset: the newsletter, promotion, birthday and re-engagement jobs refuse to run.
+    #[arg(
+        long = "unsubscribe-secret",
+        env = "TICKETMAX_UNSUBSCRIBE_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub unsubscribe_secret: Option<String>,
+    /// Address offered as a `mailto:` in `List-Unsubscribe` next to the link (subject: the token).
+    #[arg(
+        long = "unsubscribe-mailto",
+        env = "TICKETMAX_UNSUBSCRIBE_MAILTO",
+        global = true
+    )]
+    pub unsubscribe_mailto: Option<String>,
     /// Comma-separated addresses that receive reports and alerts.
     #[arg(
         long = "admin-emails",
@@ -321,6 +338,24 @@ impl Config {
 
     pub fn executor_token(&self) -> Option<String> {
         self.executor_token.clone().filter(|t| !t.is_empty())
+    }
+
+    /// The unsubscribe signer, or None when no secret is set (an empty value counts as unset).
+    pub fn unsubscribe(
+        &self,
+    ) -> Result<
+        Option<crate::mail::unsubscribe::Unsubscribe>,
+        crate::mail::unsubscribe::UnsubscribeError,
+    > {
+        match self.unsubscribe_secret.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(secret) => crate::mail::unsubscribe::Unsubscribe::new(
+                secret,
+                &self.frontend_url,
+                self.unsubscribe_mailto.as_deref(),
+            )
+            .map(Some),
+        }
     }
 
     pub fn admin_emails(&self) -> Vec<String> {

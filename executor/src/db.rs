@@ -141,6 +141,34 @@ impl Dialect {
         }
     }
 
+    /// A time expression (a column or a bound time) in the form this backend compares.
+    ///
+    /// Postgres compares `timestamptz` values. SQLite keeps times as text, and text written by
+    /// other software comes in other shapes than the executor's RFC 3339 (`datetime('now')` gives
+    /// `2026-11-28 10:00:00`, others end in `Z` or `+01:00`), whose text order is not time order;
+    /// `julianday()` reads all of them as the instant they name. Every time comparison and time
+    /// ordering of the jobs goes through here, on both sides.
+    pub fn ts(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => expr.to_owned(),
+            Dialect::Sqlite => format!("julianday({expr})"),
+        }
+    }
+
+    /// `left <op> right` over two time expressions (see [`Dialect::ts`]).
+    pub fn cmp(self, left: &str, op: &str, right: &str) -> String {
+        format!("{} {op} {}", self.ts(left), self.ts(right))
+    }
+
+    /// `start <= expr < end` over time expressions (see [`Dialect::ts`]).
+    pub fn within(self, expr: &str, start: &str, end: &str) -> String {
+        format!(
+            "{} AND {}",
+            self.cmp(expr, ">=", start),
+            self.cmp(expr, "<", end)
+        )
+    }
+
     /// `MM-DD` of a date column.
     pub fn month_day(self, expr: &str) -> String {
         match self {

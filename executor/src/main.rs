@@ -100,12 +100,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = Arc::new(api::RunningTasks::default());
     let mail_queued = Arc::new(Notify::new());
 
+    let unsubscribe = config
+        .unsubscribe()
+        .context("setting up unsubscribe links")?;
+    warn_about_unsubscribe(&config, unsubscribe.is_some());
     let sender = mail::Sender::new(
         &config,
         db.clone(),
         dialect,
         dirs.mail.clone(),
         mail_queued.clone(),
+        unsubscribe.clone(),
     )
     .context("setting up e-mail delivery")?;
     tracing::info!(delivery = %sender.describe(), "e-mail sender ready");
@@ -126,6 +131,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             disk_alert_percent: config.disk_alert_percent,
             reengagement_batch_limit: config.reengagement_batch_limit,
             started_at: chrono::Utc::now(),
+            unsubscribe,
         }),
         default_tz: config.timezone,
         running: running.clone(),
@@ -233,6 +239,19 @@ fn warn_if_exposed(config: &Config, bound: SocketAddr) {
     }
     if config.tls_cert.is_none() {
         tracing::warn!(listen = %bound, "the executor serves plaintext gRPC on a non-loopback address: set TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY");
+    }
+}
+
+/// Says loudly, once at start-up, what the unsubscribe settings mean for marketing mail.
+fn warn_about_unsubscribe(config: &Config, configured: bool) {
+    if !configured {
+        tracing::error!(
+            "TICKETMAX_UNSUBSCRIBE_SECRET is not set: the newsletter, promotion, birthday and \
+             re-engagement jobs will fail instead of sending mail without a signed one-click \
+             unsubscribe link; transactional e-mail is unaffected"
+        );
+    } else if !config.frontend_url.starts_with("https://") {
+        tracing::warn!(frontend_url = %config.frontend_url, "FRONTEND_URL is not https: mailbox providers ignore a List-Unsubscribe one-click link that is not HTTPS (RFC 8058)");
     }
 }
 

@@ -27,11 +27,14 @@ pub struct OutboxInsert<'a> {
 
 impl OutboxInsert<'_> {
     /// Appends the statement to `q`; `queued_at` is bound as created_at and next_attempt_at.
-    pub fn push_to(&self, q: &mut Sql, queued_at: DateTime<Utc>) {
+    /// The payload also names `tz`, the job's timezone, in which the e-mail shows its times.
+    pub fn push_to(&self, q: &mut Sql, queued_at: DateTime<Utc>, tz: chrono_tz::Tz) {
         let at = q.bind(queued_at);
         let kind = q.bind(self.kind.to_owned());
         let trace = q.bind(current_traceparent());
-        let payload = q.dialect().json_object(&self.payload);
+        let mut fields = self.payload.clone();
+        fields.push(("timezone", q.bind(tz.name().to_owned())));
+        let payload = q.dialect().json_object(&fields);
         q.push(&format!(
             "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, status, \
              attempts, next_attempt_at, created_at, trace_parent) \
@@ -59,12 +62,14 @@ pub struct OutboxRow {
     pub payload: Value,
 }
 
-/// Queues `rows` with one multi-row INSERT; returns how many were new.
+/// Queues `rows` with one multi-row INSERT; returns how many were new. Object payloads also
+/// name `tz`, the job's timezone, in which the e-mail shows its times.
 pub async fn insert_rows(
     db: &impl ConnectionTrait,
     dialect: Dialect,
     rows: &[OutboxRow],
     queued_at: DateTime<Utc>,
+    tz: chrono_tz::Tz,
 ) -> Result<u64, DbErr> {
     let mut queued = 0;
     // Keep each statement well under SQLite's bound-parameter limit.
@@ -78,7 +83,11 @@ pub async fn insert_rows(
             let kind = q.bind(row.kind.clone());
             let to = q.bind(row.recipient.clone());
             let subject = q.bind(row.subject.clone());
-            let payload = q.bind(row.payload.to_string());
+            let mut payload = row.payload.clone();
+            if let Value::Object(map) = &mut payload {
+                map.insert("timezone".into(), Value::from(tz.name()));
+            }
+            let payload = q.bind(payload.to_string());
             values.push(format!(
                 "({key}, {kind}, {to}, {subject}, {payload}, 'pending', 0, {at}, {at}, {trace})"
             ));

@@ -14,7 +14,12 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTicketingTables), Box::new(OutboxTraceParent)]
+        vec![
+            Box::new(CreateTicketingTables),
+            Box::new(OutboxTraceParent),
+            Box::new(OutboxLeaseToken),
+            Box::new(PaymentRefundedAmount),
+        ]
     }
 
     // A table of its own, so the ticketing schema can share a database with other migrations.
@@ -42,6 +47,55 @@ impl MigrationTrait for OutboxTraceParent {
             .execute_unprepared("ALTER TABLE email_outbox ADD COLUMN trace_parent TEXT")
             .await
             .map(|_| ())
+    }
+}
+
+/// The token of the sender's lease on an outbox row: a claim writes a fresh one, and the sender
+/// records an outcome only where the row still holds its token.
+struct OutboxLeaseToken;
+
+impl MigrationName for OutboxLeaseToken {
+    fn name(&self) -> &str {
+        "m20261201_000003_outbox_lease_token"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxLeaseToken {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE email_outbox ADD COLUMN lease_token TEXT")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Minor units of a payment returned to the customer: a partial refund leaves the payment a
+/// `success` with this beside it (revenue counts `amount - refunded_amount`); a payment whose
+/// whole amount was returned is `refunded`.
+struct PaymentRefundedAmount;
+
+impl MigrationName for PaymentRefundedAmount {
+    fn name(&self) -> &str {
+        "m20261201_000004_payment_refunded_amount"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PaymentRefundedAmount {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "ALTER TABLE payments ADD COLUMN refunded_amount BIGINT NOT NULL DEFAULT 0",
+        )
+        .await?;
+        // Payments refunded before this column existed were refunded in full.
+        db.execute_unprepared(
+            "UPDATE payments SET refunded_amount = amount WHERE status = 'refunded'",
+        )
+        .await
+        .map(|_| ())
     }
 }
 

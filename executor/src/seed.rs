@@ -151,6 +151,16 @@ struct EventPlan {
 }
 
 pub async fn run(db: &DatabaseConnection, dirs: &Dirs, args: &SeedArgs) -> anyhow::Result<()> {
+    run_at(db, dirs, args, Utc::now()).await
+}
+
+/// [`run`] with the data placed around `now` instead of the wall clock (tests use a fixed one).
+pub async fn run_at(
+    db: &DatabaseConnection,
+    dirs: &Dirs,
+    args: &SeedArgs,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
     let dialect = Dialect::of(db)?;
     let existing = max_id(db, dialect, "users").await?;
     if existing > 0 && !args.force {
@@ -159,9 +169,7 @@ pub async fn run(db: &DatabaseConnection, dirs: &Dirs, args: &SeedArgs) -> anyho
         );
         return Ok(());
     }
-    let now = Utc::now()
-        .duration_trunc(Duration::seconds(1))
-        .unwrap_or_else(|_| Utc::now());
+    let now = now.duration_trunc(Duration::seconds(1)).unwrap_or(now);
     let mut rng = Rng(args.seed);
     let user_base = existing;
     let event_base = max_id(db, dialect, "events").await?;

@@ -18,11 +18,12 @@ async fn all_32_jobs_run_twice_on_demo_data() {
             seed: 7,
             force: false,
         };
-        ticketmax_executor::seed::run(&t.db, &t.dirs, &args)
+        // Demo data around a fixed reference time, never the wall clock.
+        let now = common::at("2026-12-01T00:30:00Z");
+        ticketmax_executor::seed::run_at(&t.db, &t.dirs, &args, now)
             .await
             .expect("seed");
         t.assert_inventory().await;
-        let now = chrono::Utc::now();
         for name in &names {
             let first = t
                 .run(name, now, json!({"batch_size": 50}))

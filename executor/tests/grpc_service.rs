@@ -243,3 +243,49 @@ async fn the_shared_token_is_required_when_configured() {
     let (f, _) = finish(&mut s, |_| {}).await;
     assert_eq!(f.outcome(), RunState::Succeeded, "{f:?}");
 }
+
+/// `RunJobRequest.trigger` over the wire: a TRIGGER_SCHEDULE run reports the day of its tick
+/// (`scheduled_for`, 23:00 in Lagos on 28 November 2026) although it runs days later; the same
+/// request from an older control plane (TRIGGER_UNSPECIFIED) is a manual run: today.
+#[tokio::test]
+async fn a_scheduled_run_reports_the_day_of_its_tick() {
+    use ticketmax_proto::v1::Trigger;
+    let mut ex = start().await;
+    let tick = chrono::DateTime::parse_from_rfc3339("2026-11-28T22:00:00Z")
+        .expect("tick")
+        .with_timezone(&chrono::Utc);
+    for (run, trigger) in [
+        ("r-tick", Trigger::Schedule),
+        ("r-old", Trigger::Unspecified),
+    ] {
+        let mut req = request(
+            run,
+            "booking-cleanup/generate-daily-report",
+            serde_json::json!({}),
+            0,
+        );
+        req.scheduled_for = Some(ticketmax_proto::to_timestamp(tick));
+        req.timezone = "Africa/Lagos".into();
+        req.trigger = trigger.into();
+        let before = chrono::Utc::now()
+            .with_timezone(&chrono_tz::Africa::Lagos)
+            .date_naive();
+        let mut s = ex.client.run_job(req).await.expect("RunJob").into_inner();
+        let (f, _) = finish(&mut s, |_| {}).await;
+        let after = chrono::Utc::now()
+            .with_timezone(&chrono_tz::Africa::Lagos)
+            .date_naive();
+        assert_eq!(f.outcome(), RunState::Succeeded, "{run}: {}", f.error);
+        let period = &f.reports[0].period;
+        if trigger == Trigger::Schedule {
+            assert_eq!(period, "2026-11-28", "{run}");
+        } else {
+            assert!(
+                [before, after]
+                    .iter()
+                    .any(|d| &d.format("%Y-%m-%d").to_string() == period),
+                "{run}: {period}"
+            );
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub const EXECUTOR_BIN: &str = "ticketmax-executor";
 /// How long a process gets to come up (first start includes migrations on a busy 2-core box).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The TICKETMAX_UNSUBSCRIBE_SECRET every test executor gets unless a test sets another.
+pub const UNSUBSCRIBE_SECRET: &str = "e2e-unsubscribe-secret-0123456789abcdefghij";
+
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -664,6 +667,12 @@ impl TestAppBuilder {
                     "TICKETMAX_EXECUTOR_TIMEOUT_MS".to_owned(),
                     "3000".to_owned(),
                 ),
+                // Tests trigger jobs with a fixed past `as_of` (their data is built around it),
+                // so the control plane's as_of horizon must reach back far enough.
+                (
+                    "TICKETMAX_AS_OF_HORIZON_DAYS".to_owned(),
+                    "36500".to_owned(),
+                ),
             ];
             env.extend(base_env(&self.cp_env));
             let proc = Proc::new(
@@ -707,6 +716,12 @@ impl TestAppBuilder {
                     data_dir.display().to_string(),
                 ),
                 ("TICKETMAX_EXECUTOR_ID".to_owned(), executor_id.clone()),
+                // Newsletter and marketing jobs refuse to run without it; a test may override
+                // it (an empty value is unset).
+                (
+                    "TICKETMAX_UNSUBSCRIBE_SECRET".to_owned(),
+                    UNSUBSCRIBE_SECRET.to_owned(),
+                ),
             ];
             env.extend(base_env(&self.executor_env));
             let proc = Proc::new(

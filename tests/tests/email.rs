@@ -191,6 +191,9 @@ for sub in ("new", "cur"):
             parts.append({"type": p.get_content_type(), "body": p.get_content()})
         out.append({
             "file": name,
+            "headers": [k for k in m.keys()],
+            "list_unsubscribe": str(m.get("List-Unsubscribe", "")),
+            "list_unsubscribe_post": str(m.get("List-Unsubscribe-Post", "")),
             "to": str(m.get("To", "")),
             "rcpt": str(m.get("X-RcptTo", "")),
             "from": str(m.get("From", "")),
@@ -205,6 +208,10 @@ print(json.dumps(out))
 #[derive(Debug, Clone)]
 struct Mail {
     file: String,
+    /// Header names, in order.
+    headers: Vec<String>,
+    list_unsubscribe: String,
+    list_unsubscribe_post: String,
     to: String,
     rcpt: String,
     from: String,
@@ -219,6 +226,16 @@ impl From<Json> for Mail {
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
         Mail {
             file: s("file"),
+            headers: v["headers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|h| h.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            list_unsubscribe: s("list_unsubscribe"),
+            list_unsubscribe_post: s("list_unsubscribe_post"),
             to: s("to"),
             rcpt: s("rcpt"),
             from: s("from"),
@@ -284,6 +301,29 @@ impl Mail {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// The unsubscribe token of README "E-mail" (`v1.<user>.<list>.<base64url HMAC-SHA256>`),
+/// computed by Python's `hmac`, not by the executor's code.
+fn unsubscribe_token(secret: &str, user: i64, list: &str) -> String {
+    const SIGN: &str = r#"
+import base64, hashlib, hmac, sys
+message = "v1.%s.%s" % (sys.argv[2], sys.argv[3])
+tag = hmac.new(sys.argv[1].encode(), message.encode(), hashlib.sha256).digest()
+print(message + "." + base64.urlsafe_b64encode(tag).rstrip(b"=").decode())
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SIGN)
+        .args([secret, &user.to_string(), list])
+        .output()
+        .expect("python3 for the HMAC");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A per-test scratch dir inside the app's log dir.
 fn scratch(app: &TestApp, name: &str) -> PathBuf {
     let dir = app.log_dir.join(name);
@@ -323,8 +363,32 @@ async fn outbox(app: &TestApp) -> Vec<OutboxRow> {
     .collect()
 }
 
+/// The reference time the e-mail scenarios build their data around and run their jobs at
+/// (`params.as_of`): the 1st of a month, so "yesterday" and "last month" are another month. A
+/// fixed time in the past, never the wall clock: the tests pass on every day of the year.
+const REF: &str = "2026-03-01T09:30:00Z";
+
+/// REF as a Postgres expression.
+fn ref_sql(reference: &str) -> String {
+    format!("(TIMESTAMPTZ '{reference}')")
+}
+
+fn ref_time(reference: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(reference)
+        .expect("reference time")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Triggers `job` with `params.as_of = REF` and waits for it to succeed.
 async fn run_ok(app: &TestApp, job: &str) -> Run {
-    let run = app.trigger(job).await;
+    run_ok_at(app, job, REF).await
+}
+
+async fn run_ok_at(app: &TestApp, job: &str, reference: &str) -> Run {
+    let run = app
+        .try_trigger(job, "", Some(serde_json::json!({ "as_of": reference })))
+        .await
+        .unwrap_or_else(|s| panic!("TriggerJob({job}) failed: {s}"));
     let run = app.wait_for_run(&run.id, terminal, secs(90)).await;
     assert_eq!(
         run.state(),
@@ -405,7 +469,9 @@ fn assert_well_formed(row: &OutboxRow, m: &Mail) {
         row.dedupe_key,
         m.rcpt
     );
-    assert_eq!(m.subject, row.subject, "Subject of {}", row.dedupe_key);
+    // The sender puts a subject on one line (CR/LF from user data becomes a space).
+    let one_line = row.subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(m.subject, one_line, "Subject of {}", row.dedupe_key);
     assert!(
         m.from.contains("noreply@ticketmax.local"),
         "From of {}: {}",
@@ -450,64 +516,65 @@ fn assert_contains(what: &str, haystack: &str, needles: &[&str]) {
 // Every kind
 // ---------------------------------------------------------------------------------------------
 
-/// UTC midnight of today, as a Postgres expression.
-const TODAY: &str = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
-
+/// One row for every kind of e-mail, built around REF (UTC): `{r}` is REF, `{t}` its midnight.
+/// Every account is old (created 400 days before REF); users 12 to 14 agreed to marketing mail,
+/// and 13 and 14 booked the promoted event long ago, so only user 12 gets the promotion.
 fn every_kind_dataset() -> String {
-    let t = TODAY;
+    let r = ref_sql(REF);
+    let t = ref_sql("2026-03-01T00:00:00Z");
     format!(
         "INSERT INTO users (id, email, first_name, last_name, role, email_verified, date_of_birth, \
-            newsletter_subscribed, promotional_emails, reengagement_sent) VALUES \
-           (1, 'ada@example.test', 'Ada', 'A', 'customer', true, NULL, false, false, true), \
-           (2, 'bola@example.test', 'Bola', 'B', 'customer', true, NULL, false, false, true), \
-           (3, 'chi@example.test', 'Chi', 'C', 'customer', true, NULL, false, false, true), \
-           (4, 'dayo@example.test', 'Dayo', 'D', 'customer', true, NULL, false, false, true), \
-           (5, 'efe@example.test', 'Efe', 'E', 'customer', true, NULL, false, false, true), \
-           (6, 'femi@example.test', 'Femi', 'F', 'customer', true, NULL, false, false, true), \
-           (7, 'gozie@example.test', 'Gozie', 'G', 'customer', true, NULL, false, false, true), \
-           (8, 'hauwa@example.test', 'Hauwa', 'H', 'customer', true, NULL, false, false, true), \
-           (9, 'ike@example.test', 'Ike', 'I', 'customer', true, NULL, false, false, true), \
-           (10, 'jide@example.test', 'Jide', 'J', 'customer', true, NULL, false, false, true), \
-           (11, 'kemi@example.test', 'Kemi', 'K', 'customer', true, NULL, true, false, true), \
-           (12, 'lola@example.test', 'Lola', 'L', 'customer', true, NULL, false, true, true), \
-           (13, 'musa@example.test', 'Musa', 'M', 'customer', true, \
-               make_date(1992, extract(month FROM now() AT TIME ZONE 'UTC')::int, \
-                         extract(day FROM now() AT TIME ZONE 'UTC')::int), false, false, true), \
-           (14, 'ngozi@example.test', 'Ngozi', 'N', 'customer', true, NULL, false, false, false), \
-           (15, 'olu@example.test', 'Olu', 'O', 'organizer', true, NULL, false, false, true); \
+            newsletter_subscribed, promotional_emails, reengagement_sent, created_at) VALUES \
+           (1, 'ada@example.test', 'Ada', 'A', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (2, 'bola@example.test', 'Bola', 'B', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (3, 'chi@example.test', 'Chi', 'C', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (4, 'dayo@example.test', 'Dayo', 'D', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (5, 'efe@example.test', 'Efe', 'E', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (6, 'femi@example.test', 'Femi', 'F', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (7, 'gozie@example.test', 'Gozie', 'G', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (8, 'hauwa@example.test', 'Hauwa', 'H', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (9, 'ike@example.test', 'Ike', 'I', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (10, 'jide@example.test', 'Jide', 'J', 'customer', true, NULL, false, false, true, {r} - interval '400 days'), \
+           (11, 'kemi@example.test', 'Kemi', 'K', 'customer', true, NULL, true, false, true, {r} - interval '400 days'), \
+           (12, 'lola@example.test', 'Lola', 'L', 'customer', true, NULL, false, true, true, {r} - interval '400 days'), \
+           (13, 'musa@example.test', 'Musa', 'M', 'customer', true, '1992-03-01', false, true, true, {r} - interval '400 days'), \
+           (14, 'ngozi@example.test', 'Ngozi', 'N', 'customer', true, NULL, false, true, false, {r} - interval '400 days'), \
+           (15, 'olu@example.test', 'Olu', 'O', 'organizer', true, NULL, false, false, true, {r} - interval '400 days'); \
          INSERT INTO events (id, organizer_id, title, venue, starts_at, ends_at, total_tickets, \
             available_tickets, price, currency, status) VALUES \
-           (100, 15, $x${XSS_TITLE}$x$, 'Eko Hotel', now() + interval '10 days', NULL, 100, 90, 500000, 'NGN', 'upcoming'), \
-           (101, 15, 'Lagos Jazz Night', 'Terra Kulture', now() + interval '12 hours', NULL, 100, 10, 300000, 'NGN', 'upcoming'), \
-           (102, 15, 'Past Gala', 'Civic Centre', now() - interval '2 hours', NULL, 100, 10, 200000, 'NGN', 'live'), \
+           (100, 15, $x${XSS_TITLE}$x$, 'Eko Hotel', {r} + interval '10 days', NULL, 100, 90, 500000, 'NGN', 'upcoming'), \
+           (101, 15, 'Lagos Jazz Night', 'Terra Kulture', {r} + interval '12 hours', NULL, 100, 10, 300000, 'NGN', 'upcoming'), \
+           (102, 15, 'Past Gala', 'Civic Centre', {r} - interval '2 hours', NULL, 100, 10, 200000, 'NGN', 'live'), \
            (103, 15, 'Tomorrow Fest', 'Freedom Park', {t} + interval '1 day 12 hours', NULL, 100, 10, 100000, 'NGN', 'upcoming'), \
            (104, 15, 'Next Week Expo', 'Landmark Centre', {t} + interval '7 days 12 hours', NULL, 100, 10, 100000, 'NGN', 'upcoming'), \
            (105, 15, 'Yesterday Concert', 'Muri Okunola Park', {t} - interval '14 hours', {t} - interval '10 hours', 100, 10, 100, 'USD', 'completed'), \
-           (106, 15, 'Promo Party', 'Quilox', now() + interval '3 days', NULL, 100, 95, 750000, 'NGN', 'upcoming'), \
+           (106, 15, 'Promo Party', 'Quilox', {r} + interval '3 days', NULL, 100, 95, 750000, 'NGN', 'upcoming'), \
            (900, 15, 'Last Month Show', 'National Theatre', \
-               (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '10 days', \
+               {r} - interval '10 days 9 hours 30 minutes', \
                NULL, 100, 10, 83333350, 'NGN', 'completed'); \
          INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, currency, status, \
             created_at, confirmed_at, cancelled_at, confirmation_email_sent, refund_requested, \
             refund_requested_at) VALUES \
-           (1001, 1, 100, 2, 1234550, 'NGN', 'pending', now() - interval '11 minutes', NULL, NULL, false, false, NULL), \
-           (1002, 2, 100, 1, 4999, 'USD', 'pending', now() - interval '5 minutes', NULL, NULL, false, false, NULL), \
-           (1003, 3, 100, 1, 150000, 'GHS', 'pending', now() - interval '5 minutes', NULL, NULL, false, false, NULL), \
-           (1004, 4, 100, 1, 500000, 'NGN', 'confirmed', now() - interval '1 hour', now() - interval '1 hour', NULL, false, false, NULL), \
-           (1005, 5, 100, 2, 1000000, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 hour', false, true, now() - interval '1 hour'), \
-           (1006, 6, 101, 1, 333333, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 hour', false, true, now() - interval '1 hour'), \
-           (1007, 7, 102, 1, 200000, 'NGN', 'cancelled', now() - interval '2 days', NULL, now() - interval '1 minute', false, true, now() - interval '1 minute'), \
-           (1008, 8, 103, 1, 100000, 'NGN', 'confirmed', now() - interval '2 days', now() - interval '2 days', NULL, true, false, NULL), \
-           (1009, 9, 104, 1, 100000, 'NGN', 'confirmed', now() - interval '2 days', now() - interval '2 days', NULL, true, false, NULL), \
-           (1010, 10, 105, 1, 100, 'USD', 'confirmed', now() - interval '5 days', now() - interval '5 days', NULL, true, false, NULL), \
-           (1011, 11, 100, 1, 500000, 'NGN', 'confirmed', now() - interval '3 days', now() - interval '3 days', NULL, true, false, NULL), \
-           (1012, 11, 900, 3, 250000050, 'NGN', 'confirmed', now() - interval '40 days', now() - interval '40 days', NULL, true, false, NULL); \
+           (1001, 1, 100, 2, 1234550, 'NGN', 'pending', {r} - interval '11 minutes', NULL, NULL, false, false, NULL), \
+           (1002, 2, 100, 1, 4999, 'USD', 'pending', {r} - interval '5 minutes', NULL, NULL, false, false, NULL), \
+           (1003, 3, 100, 1, 150000, 'GHS', 'pending', {r} - interval '5 minutes', NULL, NULL, false, false, NULL), \
+           (1004, 4, 100, 1, 500000, 'NGN', 'confirmed', {r} - interval '1 hour', {r} - interval '1 hour', NULL, false, false, NULL), \
+           (1005, 5, 100, 2, 1000000, 'NGN', 'cancelled', {r} - interval '2 days', NULL, {r} - interval '1 hour', false, true, {r} - interval '1 hour'), \
+           (1006, 6, 101, 1, 333333, 'NGN', 'cancelled', {r} - interval '2 days', NULL, {r} - interval '1 hour', false, true, {r} - interval '1 hour'), \
+           (1007, 7, 102, 1, 200000, 'NGN', 'cancelled', {r} - interval '2 days', NULL, {r} - interval '1 minute', false, true, {r} - interval '1 minute'), \
+           (1008, 8, 103, 1, 100000, 'NGN', 'confirmed', {r} - interval '2 days', {r} - interval '2 days', NULL, true, false, NULL), \
+           (1009, 9, 104, 1, 100000, 'NGN', 'confirmed', {r} - interval '2 days', {r} - interval '2 days', NULL, true, false, NULL), \
+           (1010, 10, 105, 1, 100, 'USD', 'confirmed', {r} - interval '5 days', {r} - interval '5 days', NULL, true, false, NULL), \
+           (1011, 11, 100, 1, 500000, 'NGN', 'confirmed', {r} - interval '3 days', {r} - interval '3 days', NULL, true, false, NULL), \
+           (1012, 11, 900, 3, 250000050, 'NGN', 'confirmed', {r} - interval '40 days', {r} - interval '40 days', NULL, true, false, NULL), \
+           (1013, 13, 106, 1, 750000, 'NGN', 'cancelled', {r} - interval '200 days', NULL, {r} - interval '200 days', true, false, NULL), \
+           (1014, 14, 106, 1, 750000, 'NGN', 'cancelled', {r} - interval '200 days', NULL, {r} - interval '200 days', true, false, NULL); \
          INSERT INTO payments (id, booking_id, user_id, amount, currency, status, created_at, paid_at) VALUES \
-           (2002, 1002, 2, 4999, 'USD', 'processing', now() - interval '11 minutes', NULL), \
-           (2003, 1003, 3, 150000, 'GHS', 'pending', now() - interval '16 minutes', NULL), \
-           (2005, 1005, 5, 1000000, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days'), \
-           (2006, 1006, 6, 333333, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days'), \
-           (2007, 1007, 7, 200000, 'NGN', 'success', now() - interval '2 days', now() - interval '2 days');"
+           (2002, 1002, 2, 4999, 'USD', 'processing', {r} - interval '11 minutes', NULL), \
+           (2003, 1003, 3, 150000, 'GHS', 'pending', {r} - interval '16 minutes', NULL), \
+           (2005, 1005, 5, 1000000, 'NGN', 'success', {r} - interval '2 days', {r} - interval '2 days'), \
+           (2006, 1006, 6, 333333, 'NGN', 'success', {r} - interval '2 days', {r} - interval '2 days'), \
+           (2007, 1007, 7, 200000, 'NGN', 'success', {r} - interval '2 days', {r} - interval '2 days');"
     )
 }
 
@@ -574,7 +641,7 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
         (r, by_key[key])
     };
     // (dedupe key, recipient, subject, text must contain, html must contain)
-    let today = chrono::Utc::now().date_naive();
+    let today = ref_time(REF).date_naive();
     let year = today.format("%Y").to_string();
     let last_month = {
         use chrono::Datelike;
@@ -601,7 +668,10 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
         newsletter_key.starts_with("newsletter:11:"),
         "newsletter key {newsletter_key} (week {week})"
     );
-    let unsubscribe = format!("{FRONTEND}/unsubscribe?user=11");
+    let unsubscribe = format!(
+        "{FRONTEND}/unsubscribe?token={}",
+        unsubscribe_token(UNSUBSCRIBE_SECRET, 11, "newsletter")
+    );
     let feedback = format!("{FRONTEND}/events/105/feedback?booking=1010");
     let cancelled_subject = format!("Your booking for {XSS_TITLE} was cancelled");
     let confirmed_subject = format!("Booking confirmed: {XSS_TITLE}");
@@ -733,8 +803,16 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             &organizer_key,
             "olu@example.test",
             &organizer_subject,
-            vec!["Hi Olu", "₦2,500,000.50", "Tickets sold: 3"],
-            vec!["₦2,500,000.50"],
+            // February (REF is 1 March): the show of the 19th and the concert of the 28th,
+            // "yesterday", which is last month too.
+            vec![
+                "Hi Olu",
+                "Events: 2",
+                "₦2,500,000.50",
+                "$1.00",
+                "Tickets sold: 4",
+            ],
+            vec!["₦2,500,000.50", "$1.00"],
         ),
     ];
     for (key, to, subject, text, html) in &expected {
@@ -744,6 +822,48 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
         assert_eq!(m.subject, *subject, "Subject of {key}");
         assert_contains(&format!("text part of {key}"), m.text(), text);
         assert_contains(&format!("html part of {key}"), m.html(), html);
+    }
+    // Newsletter and marketing mail carry RFC 8058 one-click unsubscribe headers with a
+    // signed per-user token (checked against the README's format with Python's hmac);
+    // transactional mail carries none. Nowhere a guessable `?user=<id>` link.
+    for r in &rows {
+        let m = by_key[&r.dedupe_key];
+        let list = match r.kind.as_str() {
+            "newsletter" => Some("newsletter"),
+            "promotion" | "birthday" | "re-engagement" => Some("marketing"),
+            _ => None,
+        };
+        match list {
+            Some(list) => {
+                let user: i64 = r
+                    .dedupe_key
+                    .split(':')
+                    .nth(1)
+                    .and_then(|u| u.parse().ok())
+                    .expect("user id in the dedupe key");
+                let url = format!(
+                    "{FRONTEND}/unsubscribe?token={}",
+                    unsubscribe_token(UNSUBSCRIBE_SECRET, user, list)
+                );
+                assert_eq!(m.list_unsubscribe, format!("<{url}>"), "{}", r.dedupe_key);
+                assert_eq!(
+                    m.list_unsubscribe_post, "List-Unsubscribe=One-Click",
+                    "{}",
+                    r.dedupe_key
+                );
+                assert_contains(&r.dedupe_key, m.text(), &[&url]);
+                assert_contains(&r.dedupe_key, m.html(), &[&format!("href=\"{url}\"")]);
+            }
+            None => {
+                assert!(m.list_unsubscribe.is_empty(), "{}: {m:?}", r.dedupe_key);
+                assert!(m.list_unsubscribe_post.is_empty(), "{}", r.dedupe_key);
+            }
+        }
+        assert!(
+            !m.text().contains("unsubscribe?user=") && !m.html().contains("unsubscribe?user="),
+            "{}",
+            r.dedupe_key
+        );
     }
     // User text is escaped once, not twice.
     let (_, cancelled) = row("booking-cancelled:1001");
@@ -836,6 +956,274 @@ async fn every_kind_arrives_once_and_a_second_run_sends_nothing() {
             .collect::<Vec<_>>()
     );
     assert_eq!(smtp.count(), before, "second runs sent e-mail");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent, unsubscribe, local times, true words, safe headers
+// ---------------------------------------------------------------------------------------------
+
+/// 00:30 on 1 December 2026 in Lagos (WAT, UTC+1), still 30 November in UTC.
+const LAGOS_REF: &str = "2026-11-30T23:30:00Z";
+const MAILTO: &str = "unsubscribe@tickets.example.test";
+const INJECTED_NAME: &str =
+    "Femi\r\nBcc: evil@attacker.example\r\n\r\n<img src=x onerror=alert(1)>";
+const INJECTED_TITLE: &str = "Gala\r\nBcc: evil@attacker.example";
+
+fn consent_dataset() -> String {
+    let r = ref_sql(LAGOS_REF);
+    format!(
+        "INSERT INTO users (id, email, first_name, email_verified, promotional_emails, \
+            newsletter_subscribed, date_of_birth, reengagement_sent, created_at) VALUES \
+           (1, 'ada@example.test', 'Ada', true, true, true, '1990-12-01', false, {r} - interval '400 days'), \
+           (2, 'bola@example.test', 'Bola', true, false, false, '1990-12-01', false, {r} - interval '400 days'), \
+           (3, 'chi@example.test', 'Chi', false, true, true, '1990-12-01', false, {r} - interval '400 days'), \
+           (4, 'dayo@example.test', 'Dayo', true, true, false, NULL, false, {r} - interval '1 day'), \
+           (5, 'efe@example.test', 'Efe', true, true, false, NULL, false, {r} - interval '400 days'), \
+           (6, 'femi@example.test', $n${INJECTED_NAME}$n$, true, false, false, NULL, true, {r} - interval '400 days'), \
+           (7, 'gozie@example.test', 'Gozie', true, false, false, NULL, true, {r} - interval '400 days'), \
+           (8, 'hauwa@example.test', 'Hauwa', true, false, false, NULL, true, {r} - interval '400 days'); \
+         INSERT INTO events (id, title, venue, starts_at, total_tickets, available_tickets, price, currency, created_at) VALUES \
+           (200, 'Lagos Live', 'Eko Hotel', {r} + interval '20 days', 100, 99, 500000, 'NGN', {r} - interval '60 days'), \
+           (201, $t${INJECTED_TITLE}$t$, 'Civic Centre', {r} + interval '15 days', 100, 98, 100000, 'NGN', {r} - interval '60 days'), \
+           (202, 'Promo Night', 'Quilox', {r} + interval '3 days', 100, 100, 750000, 'NGN', {r} - interval '60 days'), \
+           (203, 'Tomorrow Fest', 'Freedom Park', TIMESTAMPTZ '2026-12-02T18:00:00Z', 1, 0, 100000, 'NGN', {r} - interval '60 days'); \
+         INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, currency, status, \
+            created_at, confirmation_email_sent) VALUES \
+           (1, 1, 200, 1, 500000, 'NGN', 'confirmed', {r} - interval '5 days', true), \
+           (2, 2, 203, 1, 100000, 'NGN', 'confirmed', {r} - interval '5 days', true), \
+           (3, 6, 201, 1, 100000, 'NGN', 'confirmed', {r} - interval '1 hour', false), \
+           (4, 7, 201, 1, 100000, 'NGN', 'pending', {r} - interval '30 minutes', true); \
+         INSERT INTO payments (id, booking_id, user_id, amount, currency, status, created_at, paid_at) VALUES \
+           (3001, 4, 7, 100000, 'NGN', 'success', {r} - interval '2 minutes', {r} - interval '2 minutes'), \
+           (3002, 4, 8, 100000, 'NGN', 'processing', {r} - interval '20 minutes', NULL);"
+    )
+}
+
+const CONSENT_JOBS: &[&str] = &[
+    "notifications/send-birthday-wishes",
+    "notifications/send-promotional-notifications",
+    "notifications/send-re-engagement-emails",
+    "notifications/send-weekly-newsletter",
+    "booking-cleanup/send-pending-booking-confirmations",
+    "payment-cleanup/handle-payment-timeouts",
+    "event-management/send-event-reminders",
+];
+
+/// Marketing mail only with consent (verified and opted in; win-back only for old, inactive
+/// accounts), each with RFC 8058 one-click unsubscribe headers whose signed token verifies with
+/// the secret and whose mailto is the configured address; times in the job's timezone (Lagos)
+/// with its abbreviation; the payment e-mail of a booking paid by another payment says it
+/// stands and goes to the booking's customer; CR/LF and markup in user data reach neither the
+/// headers nor the HTML. A second run sends nothing.
+#[tokio::test]
+async fn consent_unsubscribe_local_times_true_words_and_safe_headers() {
+    let port = free_port();
+    let app = TestApp::builder()
+        .env("TICKETMAX_TIMEZONE", "Africa/Lagos")
+        .executor_env("SMTP_HOST", "127.0.0.1")
+        .executor_env("SMTP_PORT", &port.to_string())
+        .executor_env("FRONTEND_URL", FRONTEND)
+        .executor_env("TICKETMAX_UNSUBSCRIBE_MAILTO", MAILTO)
+        .spawn()
+        .await;
+    let mut smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+    smtp.start().await;
+    app.silence_schedules(&[]).await;
+    app.wait_for_ticketing_table("email_outbox").await;
+    app.ticketing_exec(&consent_dataset()).await;
+    for job in CONSENT_JOBS {
+        run_ok_at(&app, job, LAGOS_REF).await;
+    }
+    let rows = wait_all_delivered(&app, &smtp, secs(60)).await;
+    let mails = smtp.messages();
+    let by_key = by_outbox_row(&rows, &mails);
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.dedupe_key.as_str()).collect();
+    keys.sort_unstable();
+    // Birthday: 1 December in Lagos; Bola did not opt in, Chi is unverified. Promotion: Dayo
+    // and Efe too; Ada booked nothing of Promo Night. Win-back: Efe only (Dayo signed up
+    // yesterday, Ada booked 5 days ago). Newsletter: Ada (verified, subscribed, booked).
+    assert_eq!(
+        keys,
+        [
+            "birthday:1:2026",
+            "booking-confirmation:3",
+            "event-reminder:2",
+            "newsletter:1:2026-W49",
+            "payment-failed:3002",
+            "promotion:1:202",
+            "promotion:4:202",
+            "promotion:5:202",
+            "re-engagement:5",
+        ],
+        "queued: {rows:#?}"
+    );
+    for r in &rows {
+        let m = by_key[&r.dedupe_key];
+        assert_well_formed(r, m);
+        let list = match r.kind.as_str() {
+            "newsletter" => Some("newsletter"),
+            "promotion" | "birthday" | "re-engagement" => Some("marketing"),
+            _ => None,
+        };
+        let Some(list) = list else {
+            assert!(m.list_unsubscribe.is_empty(), "{}: {m:?}", r.dedupe_key);
+            continue;
+        };
+        let user: i64 = r
+            .dedupe_key
+            .split(':')
+            .nth(1)
+            .and_then(|u| u.parse().ok())
+            .expect("user");
+        let token = unsubscribe_token(UNSUBSCRIBE_SECRET, user, list);
+        let url = format!("{FRONTEND}/unsubscribe?token={token}");
+        assert_eq!(
+            m.list_unsubscribe,
+            format!("<{url}>, <mailto:{MAILTO}?subject={token}>"),
+            "{}",
+            r.dedupe_key
+        );
+        assert_eq!(m.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+        // Somebody else's token is not this one: the link names one user.
+        assert_ne!(token, unsubscribe_token(UNSUBSCRIBE_SECRET, user + 1, list));
+        assert_ne!(
+            token,
+            unsubscribe_token("another secret of forty characters......", user, list)
+        );
+        assert_contains(&r.dedupe_key, m.text(), &[&url]);
+    }
+    // Times in the job's timezone, with its abbreviation.
+    let reminder = by_key["event-reminder:2"];
+    assert_contains("reminder", reminder.text(), &["Wed 2 Dec 2026, 19:00 WAT"]);
+    assert_contains("reminder", reminder.html(), &["Wed 2 Dec 2026, 19:00 WAT"]);
+    assert!(!reminder.text().contains("UTC"), "{}", reminder.text());
+    // The extra payment attempt of a paid booking: not completed, the booking stands; to the
+    // booking's customer (Gozie), not to whoever made the attempt (Hauwa).
+    let failed = rows
+        .iter()
+        .find(|r| r.dedupe_key == "payment-failed:3002")
+        .expect("row");
+    assert_eq!(failed.recipient, "gozie@example.test");
+    let m = by_key["payment-failed:3002"];
+    assert_eq!(m.subject, "A payment attempt failed; your booking stands");
+    assert_contains("payment-failed", m.text(), &["was not completed", "stands"]);
+    assert!(!m.text().contains("released"), "{}", m.text());
+    assert_eq!(
+        app.ticketing_scalar::<String>("SELECT status FROM bookings WHERE id = 4")
+            .await,
+        "pending"
+    );
+    // CR/LF in a name and a title: no forged header, one recipient, one-line subject; markup
+    // escaped in the HTML.
+    let confirmation = by_key["booking-confirmation:3"];
+    assert!(
+        !confirmation
+            .headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("bcc")),
+        "{:?}",
+        confirmation.headers
+    );
+    assert_eq!(
+        confirmation.rcpt.trim(),
+        "femi@example.test",
+        "{confirmation:?}"
+    );
+    assert_eq!(
+        confirmation.subject,
+        "Booking confirmed: Gala Bcc: evil@attacker.example"
+    );
+    assert!(
+        !confirmation.html().contains("<img"),
+        "{}",
+        confirmation.html()
+    );
+    assert_contains(
+        "confirmation",
+        confirmation.html(),
+        &["&lt;img src=x onerror=alert(1)&gt;"],
+    );
+    for line in confirmation.text().lines() {
+        assert!(!line.starts_with("Bcc:"), "{}", confirmation.text());
+    }
+
+    // A second run of every job sends nothing.
+    let before = smtp.count();
+    for job in CONSENT_JOBS {
+        let run = run_ok_at(&app, job, LAGOS_REF).await;
+        assert_eq!(
+            summary_count(&run, "emails_queued").unwrap_or(0),
+            0,
+            "{job}: {}",
+            summary(&run)
+        );
+    }
+    tokio::time::sleep(secs(4)).await;
+    assert_eq!(smtp.count(), before, "second runs sent e-mail");
+}
+
+/// A re-run of a report whose figures changed mails the admins the updated report once, marked
+/// "[updated]"; a re-run with the same figures mails nothing.
+#[tokio::test]
+async fn a_re_run_with_changed_figures_mails_the_updated_report_once() {
+    const DAILY: &str = "booking-cleanup/generate-daily-report";
+    let port = free_port();
+    let app = TestApp::builder()
+        .executor_env("SMTP_HOST", "127.0.0.1")
+        .executor_env("SMTP_PORT", &port.to_string())
+        .executor_env("ADMIN_EMAILS", &ADMINS.join(","))
+        .spawn()
+        .await;
+    let mut smtp = SmtpServer::new(port, &scratch(&app, "smtp"));
+    smtp.start().await;
+    app.silence_schedules(&[]).await;
+    app.wait_for_ticketing_table("email_outbox").await;
+    let r = ref_sql(REF);
+    let booking = |id: i64| {
+        format!(
+            "INSERT INTO bookings (id, user_id, event_id, quantity, total_amount, status, created_at) \
+             VALUES ({id}, 1, 1, 1, 250000, 'confirmed', {r} - interval '{id} hours')"
+        )
+    };
+    app.ticketing_exec(&format!(
+        "INSERT INTO users (id, email) VALUES (1, 'ada@example.test'); \
+         INSERT INTO events (id, title, total_tickets, available_tickets) VALUES (1, 'x', 10, 8); {}",
+        booking(1)
+    ))
+    .await;
+    let queued = |run: &Run| summary_count(run, "emails_queued").unwrap_or(-1);
+    assert_eq!(queued(&run_ok(&app, DAILY).await), 2);
+    assert_eq!(queued(&run_ok(&app, DAILY).await), 0, "same figures");
+    app.ticketing_exec(&booking(2)).await;
+    assert_eq!(queued(&run_ok(&app, DAILY).await), 2, "changed figures");
+    assert_eq!(
+        queued(&run_ok(&app, DAILY).await),
+        0,
+        "same changed figures"
+    );
+    let rows = wait_all_delivered(&app, &smtp, secs(60)).await;
+    let mails = smtp.messages();
+    let by_key = by_outbox_row(&rows, &mails);
+    for admin in ADMINS {
+        let first = by_key[&format!("report:daily-bookings:2026-03-01:{admin}")];
+        assert_eq!(first.subject, "TicketMax report: daily-bookings 2026-03-01");
+        let updated = by_key[&format!("report:daily-bookings:2026-03-01:{admin}:v2")];
+        assert_eq!(
+            updated.subject,
+            "TicketMax report: daily-bookings 2026-03-01 [updated]"
+        );
+        assert_contains(
+            "updated report",
+            updated.text(),
+            &["Updated:", "\"total\": 2"],
+        );
+    }
+    assert_eq!(
+        mails.len(),
+        4,
+        "{:?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

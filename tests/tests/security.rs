@@ -1896,6 +1896,7 @@ fn stray_run_job() -> v1::RunJobRequest {
         params: None,
         timezone: "UTC".into(),
         timeout_seconds: 60,
+        trigger: v1::Trigger::Manual.into(),
     }
 }
 

@@ -190,6 +190,8 @@ impl Attempt {
             params,
             timezone: self.job.timezone.clone(),
             timeout_seconds: u32::try_from(self.job.timeout_secs).unwrap_or(0),
+            // A scheduled run's windows are computed from its tick (`scheduled_for`).
+            trigger: self.run.trigger.to_proto().into(),
         };
         let mut request = tonic::Request::new(request);
         ticketmax_proto::telemetry::inject(&tracing::Span::current(), request.metadata_mut());

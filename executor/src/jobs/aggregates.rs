@@ -25,7 +25,8 @@ pub async fn count_by(
     };
     q.push(&format!(
         "SELECT CAST({group} AS TEXT), COUNT(*) FROM {table} \
-         WHERE {time_col} >= {start} AND {time_col} < {end}{extra} GROUP BY {group} ORDER BY 1"
+         WHERE {}{extra} GROUP BY {group} ORDER BY 1",
+        ctx.dialect.within(time_col, &start, &end)
     ));
     let rows = q
         .fetch_all(&ctx.db)
@@ -53,8 +54,8 @@ pub async fn sum_by_currency(
     let (start, end) = (q.bind(window.start), q.bind(window.end));
     q.push(&format!(
         "SELECT currency, CAST(COALESCE(SUM({amount_col}), 0) AS BIGINT) FROM {table} \
-         WHERE {time_col} >= {start} AND {time_col} < {end} AND {extra} \
-         GROUP BY currency ORDER BY currency"
+         WHERE {} AND {extra} GROUP BY currency ORDER BY currency",
+        ctx.dialect.within(time_col, &start, &end)
     ));
     let rows = q
         .fetch_all(&ctx.db)
@@ -104,8 +105,8 @@ pub async fn count_in(
     scalar(ctx, &format!("counting {table}"), |q| {
         let (start, end) = (q.bind(window.start), q.bind(window.end));
         format!(
-            "SELECT COUNT(*) FROM {table} WHERE {time_col} >= {start} AND {time_col} < {end} \
-             AND {extra}"
+            "SELECT COUNT(*) FROM {table} WHERE {} AND {extra}",
+            q.dialect().within(time_col, &start, &end)
         )
     })
     .await
@@ -123,8 +124,9 @@ pub async fn top_events(
         "SELECT e.id, e.title, b.currency, CAST(SUM(b.total_amount) AS BIGINT), \
          CAST(SUM(b.quantity) AS BIGINT), COUNT(*) \
          FROM bookings b JOIN events e ON e.id = b.event_id \
-         WHERE b.status = 'confirmed' AND b.created_at >= {start} AND b.created_at < {end} \
-         GROUP BY e.id, e.title, b.currency ORDER BY 4 DESC, e.id LIMIT {limit}"
+         WHERE b.status = 'confirmed' AND {} \
+         GROUP BY e.id, e.title, b.currency ORDER BY 4 DESC, e.id LIMIT {limit}",
+        ctx.dialect.within("b.created_at", &start, &end)
     ));
     let rows = q
         .fetch_all(&ctx.db)
@@ -163,40 +165,143 @@ pub fn growth(before: i64, after: i64) -> Value {
     }
 }
 
-/// Finishes a report task: mails the report to ADMIN_EMAILS (deduplicated per period) and hands
-/// the report to the control plane through the task output.
+/// Whether admins hear about a re-run of a report whose figures changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportMail {
+    /// The first run of a period mails the report; a re-run whose figures differ from the last
+    /// mailed ones mails it again once, marked as updated; a re-run with the same figures
+    /// mails nothing.
+    Updates,
+    /// Mailed once per period: a snapshot (the health report) differs on every run.
+    FirstOnly,
+}
+
+/// Finishes a report task: mails the report to ADMIN_EMAILS (see [`mail_report`]) and hands the
+/// report to the control plane through the task output.
 pub async fn report(
     ctx: &TaskContext,
     kind: &str,
     period: &str,
     body: Value,
 ) -> Result<TaskOutput, TaskError> {
-    let admins = &ctx.settings.admin_emails;
-    if !admins.is_empty() {
-        let mut payload = json!({"report_kind": kind, "period": period, "body": body.clone()});
-        if let Value::Object(map) = &mut payload {
-            map.insert("job".into(), json!(ctx.job));
-        }
-        let rows = outbox::to_admins(
-            admins,
-            "report",
-            &format!("{kind}:{period}"),
-            &format!("TicketMax report: {kind} {period}"),
-            &payload,
-        );
-        let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &rows, chrono::Utc::now())
-            .await
-            .context("queueing report e-mails")?;
-        ctx.add("emails_queued", queued);
-        if queued > 0 {
-            ctx.mail_queued();
-        }
+    report_mailed(ctx, kind, period, body, ReportMail::Updates).await
+}
+
+pub async fn report_mailed(
+    ctx: &TaskContext,
+    kind: &str,
+    period: &str,
+    body: Value,
+    policy: ReportMail,
+) -> Result<TaskOutput, TaskError> {
+    if !ctx.settings.admin_emails.is_empty() {
+        mail_report(ctx, kind, period, &body, policy).await?;
     }
     Ok(ctx.output(vec![ReportDraft {
         kind: kind.to_owned(),
         period: period.to_owned(),
         body,
     }]))
+}
+
+/// The version of a report e-mail its dedupe key names: `report:<kind>:<period>:<admin>` is the
+/// first, `...:<admin>:v<n>` the n-th (an update).
+fn report_version(key: &str, base: &str) -> Option<u32> {
+    let rest = key.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    rest.strip_prefix(":v")?.parse().ok().filter(|n| *n >= 2)
+}
+
+/// Mails the report of (`kind`, `period`) to each admin, in one transaction: the first time as
+/// `report:<kind>:<period>:<admin>`; later, only when its figures differ from the ones that
+/// admin was last mailed (read back from the outbox), as version n+1,
+/// `report:<kind>:<period>:<admin>:v<n+1>`, subject marked "[updated]". The key of each
+/// version is unique, so one change is mailed once even by two re-runs at the same time, and
+/// figures that change back are mailed again: what an admin last received is always current.
+async fn mail_report(
+    ctx: &TaskContext,
+    kind: &str,
+    period: &str,
+    body: &Value,
+    policy: ReportMail,
+) -> Result<(), TaskError> {
+    use sea_orm::TransactionTrait as _;
+    let admins = &ctx.settings.admin_emails;
+    let prefix = format!("report:{kind}:{period}:");
+    let txn = ctx.db.begin().await.context("starting a transaction")?;
+    let mut q = Sql::new(ctx.dialect);
+    // INTEGER (not BIGINT): Postgres has substr(text, int, int) only.
+    let len = q.bind(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX));
+    let p = q.bind(prefix.clone());
+    let recipients = q.bind_list(admins.iter().cloned());
+    q.push(&format!(
+        "SELECT dedupe_key, recipient, payload FROM email_outbox WHERE kind = 'report' \
+         AND recipient IN ({recipients}) AND substr(dedupe_key, 1, {len}) = {p}"
+    ));
+    let sent = q
+        .fetch_all(&txn)
+        .await
+        .context("reading the report e-mails already queued")?;
+    // Per admin: the latest version mailed and its body.
+    let mut latest: std::collections::HashMap<String, (u32, Value)> = Default::default();
+    for row in &sent {
+        let read = || -> Result<(String, String, String), sea_orm::DbErr> {
+            Ok((col(row, 0)?, col(row, 1)?, col(row, 2)?))
+        };
+        let (key, recipient, payload) = read().context("reading report e-mails")?;
+        let Some(version) = report_version(&key, &format!("{prefix}{recipient}")) else {
+            continue;
+        };
+        let old = serde_json::from_str::<Value>(&payload)
+            .ok()
+            .and_then(|p| p.get("body").cloned())
+            .unwrap_or(Value::Null);
+        match latest.get(&recipient) {
+            Some((v, _)) if *v >= version => {}
+            _ => {
+                latest.insert(recipient, (version, old));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for admin in admins {
+        let (version, updated) = match latest.get(admin) {
+            None => (1, false),
+            Some((_, old)) if old == body => continue,
+            Some(_) if policy == ReportMail::FirstOnly => continue,
+            Some((v, _)) => (v + 1, true),
+        };
+        let key = if version == 1 {
+            format!("{prefix}{admin}")
+        } else {
+            format!("{prefix}{admin}:v{version}")
+        };
+        let subject = format!(
+            "TicketMax report: {kind} {period}{}",
+            if updated { " [updated]" } else { "" }
+        );
+        rows.push(outbox::OutboxRow {
+            dedupe_key: key,
+            kind: "report".into(),
+            recipient: admin.clone(),
+            subject,
+            payload: json!({
+                "report_kind": kind, "period": period, "job": ctx.job, "body": body,
+                "updated": updated, "version": version,
+            }),
+        });
+    }
+    let queued = outbox::insert_rows(&txn, ctx.dialect, &rows, chrono::Utc::now(), ctx.tz)
+        .await
+        .context("queueing report e-mails")?;
+    txn.commit().await.context("committing report e-mails")?;
+    ctx.add("emails_queued", queued);
+    if queued > 0 {
+        ctx.mail_queued();
+    }
+    Ok(())
 }
 
 /// Logs `warnings` and mails them to ADMIN_EMAILS, once per `key`.
@@ -218,7 +323,7 @@ pub async fn alert(
         &format!("TicketMax alert: {title}"),
         &payload,
     );
-    let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &rows, chrono::Utc::now())
+    let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &rows, chrono::Utc::now(), ctx.tz)
         .await
         .context("queueing alert e-mails")?;
     ctx.add("alerts_queued", queued);
@@ -226,4 +331,21 @@ pub async fn alert(
         ctx.mail_queued();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn report_versions_from_dedupe_keys() {
+        let base = "report:daily-bookings:2026-11-28:ops@x.example";
+        assert_eq!(super::report_version(base, base), Some(1));
+        assert_eq!(super::report_version(&format!("{base}:v2"), base), Some(2));
+        assert_eq!(
+            super::report_version(&format!("{base}:v17"), base),
+            Some(17)
+        );
+        assert_eq!(super::report_version(&format!("{base}:v1"), base), None);
+        assert_eq!(super::report_version(&format!("{base}.uk"), base), None);
+        assert_eq!(super::report_version("report:other", base), None);
+    }
 }

@@ -38,7 +38,8 @@ async fn metrics(ctx: &TaskContext, w: &Window) -> Result<Metrics, TaskError> {
     let revenue = sum_by_currency(
         ctx,
         "payments",
-        "amount",
+        // What was kept: a partially refunded payment counts its retained part.
+        "amount - refunded_amount",
         "COALESCE(paid_at, created_at)",
         w,
         "status = 'success'",
@@ -48,7 +49,8 @@ async fn metrics(ctx: &TaskContext, w: &Window) -> Result<Metrics, TaskError> {
         let (s, e) = (q.bind(w.start), q.bind(w.end));
         format!(
             "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM bookings \
-             WHERE status = 'confirmed' AND created_at >= {s} AND created_at < {e}"
+             WHERE status = 'confirmed' AND {}",
+            q.dialect().within("created_at", &s, &e)
         )
     })
     .await?;
@@ -157,8 +159,9 @@ async fn categories(ctx: &TaskContext, w: &Window) -> Result<Vec<Value>, TaskErr
         "SELECT e.category, b.currency, COUNT(*), CAST(SUM(b.quantity) AS BIGINT), \
          CAST(SUM(b.total_amount) AS BIGINT) \
          FROM bookings b JOIN events e ON e.id = b.event_id \
-         WHERE b.status = 'confirmed' AND b.created_at >= {s} AND b.created_at < {e} \
-         GROUP BY e.category, b.currency ORDER BY 5 DESC, 1"
+         WHERE b.status = 'confirmed' AND {} \
+         GROUP BY e.category, b.currency ORDER BY 5 DESC, 1",
+        ctx.dialect.within("b.created_at", &s, &e)
     ));
     let rows = q
         .fetch_all(&ctx.db)
@@ -246,7 +249,8 @@ impl Task for MonitorRealTimePerformance {
         let stuck = aggregates::scalar(ctx, "counting stuck pending bookings", |q| {
             let cutoff = q.bind(ctx.now - Duration::minutes(10));
             format!(
-                "SELECT COUNT(*) FROM bookings WHERE status = 'pending' AND created_at < {cutoff}"
+                "SELECT COUNT(*) FROM bookings WHERE status = 'pending' AND {}",
+                ctx.dialect.cmp("created_at", "<", &cutoff)
             )
         })
         .await?

@@ -7,8 +7,8 @@ use super::aggregates::{self, count};
 use super::inventory::{id_list, release_tickets, released_rows};
 use super::mailing::Mailing;
 use super::window::{day_offset, last_seven_days};
-use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, run_chunks, zero};
-use crate::db::{Sql, col};
+use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, returned_ids, run_chunks, zero};
+use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
 
@@ -30,11 +30,12 @@ pub struct CancelExpiredBookings;
 
 impl CancelExpiredBookings {
     /// The rule over the bookings row `b`; `cutoff` is the placeholder of `now - hold`.
-    fn expired(b: &str, cutoff: &str) -> String {
+    fn expired(d: Dialect, b: &str, cutoff: &str) -> String {
         format!(
-            "{b}.status = 'pending' AND {b}.created_at < {cutoff} \
+            "{b}.status = 'pending' AND {} \
              AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.booking_id = {b}.id \
-                             AND p.status = 'success')"
+                             AND p.status = 'success')",
+            d.cmp(&format!("{b}.created_at"), "<", cutoff)
         )
     }
 }
@@ -59,7 +60,7 @@ impl ChunkStep for CancelExpiredChunk {
         ));
         let limit = q.bind(self.batch as i64);
         let after = q.bind(self.cursor.after());
-        let rule = CancelExpiredBookings::expired("b", &cutoff);
+        let rule = CancelExpiredBookings::expired(ctx.dialect, "b", &cutoff);
         // The rule is evaluated again by the UPDATE on the row it locks, so a booking confirmed
         // (or paid) by another connection after the sub-select is left alone.
         q.push(&format!(
@@ -74,7 +75,7 @@ impl ChunkStep for CancelExpiredChunk {
                 ),
                 "b"
             ),
-            recheck = CancelExpiredBookings::expired("bookings", &cutoff),
+            recheck = CancelExpiredBookings::expired(ctx.dialect, "bookings", &cutoff),
         ));
         let released = released_rows(
             q.fetch_all(txn)
@@ -103,7 +104,7 @@ impl ChunkStep for CancelExpiredChunk {
                  LEFT JOIN events e ON e.id = b.event_id WHERE b.id IN ({ids})"
             ),
         }
-        .push_to(&mut mail, chrono::Utc::now());
+        .push_to(&mut mail, chrono::Utc::now(), ctx.tz);
         let emails = mail
             .execute(txn)
             .await
@@ -133,7 +134,7 @@ impl Task for CancelExpiredBookings {
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
         q.push(&format!(
             "SELECT COUNT(*) FROM bookings b WHERE {}",
-            Self::expired("b", &cutoff)
+            Self::expired(ctx.dialect, "b", &cutoff)
         ));
         let total = count(q, ctx, "counting expired bookings").await?;
         run_chunks(
@@ -174,40 +175,105 @@ pub fn booking_payload() -> Vec<(&'static str, String)> {
 }
 
 /// The refund policy, relative to when the refund was requested: at least 24 hours before the
-/// event 100 %, less than that 50 % (rounded down), once the event has started none. Amounts are
-/// integer minor units and never exceed what was actually paid.
+/// event 100 %, less than that 50 % (rounded down), once the event has started none; a booking
+/// whose event the organizer cancelled gets 100 % whatever the notice. The percentage applies to
+/// what was received (never more than the booking's total), and what was already refunded for
+/// the booking is subtracted, so the refunds of a booking never add up to more than was paid.
+/// Amounts are integer minor units.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefundDecision {
     Full(i64),
     Partial(i64),
+    /// The organizer cancelled the event: everything still held is returned.
+    EventCancelled(i64),
     Denied(&'static str),
 }
 
-pub fn refund_decision(
-    total_amount: i64,
-    paid: i64,
-    starts_at: Option<DateTime<Utc>>,
-    requested_at: DateTime<Utc>,
-) -> RefundDecision {
-    let Some(starts_at) = starts_at else {
-        return RefundDecision::Denied("The event of this booking no longer exists");
-    };
-    let refundable = total_amount.min(paid);
-    if refundable <= 0 {
-        return RefundDecision::Denied("No payment was received for this booking");
+impl RefundDecision {
+    /// Minor units to return now (0 when denied).
+    pub fn amount(&self) -> i64 {
+        match self {
+            RefundDecision::Full(a)
+            | RefundDecision::Partial(a)
+            | RefundDecision::EventCancelled(a) => *a,
+            RefundDecision::Denied(_) => 0,
+        }
     }
-    let notice = starts_at - requested_at;
-    if notice >= Duration::hours(24) {
-        RefundDecision::Full(refundable)
-    } else if notice > Duration::zero() {
-        RefundDecision::Partial(refundable / 2)
-    } else {
-        RefundDecision::Denied("Refunds are not available once the event has started")
+
+    /// What the e-mail calls the policy applied (`refund_policy` in its payload).
+    fn policy(&self) -> &'static str {
+        match self {
+            RefundDecision::Full(_) => "full",
+            RefundDecision::Partial(_) => "partial",
+            RefundDecision::EventCancelled(_) => "event_cancelled",
+            RefundDecision::Denied(_) => "denied",
+        }
     }
 }
 
-/// Cancelled bookings with an unprocessed refund request → refunded (full or half) or denied,
-/// the payment marked refunded, one e-mail per outcome.
+/// What is known about one refund request when it is decided.
+#[derive(Clone, Copy, Debug)]
+pub struct RefundRequest {
+    pub total_amount: i64,
+    /// Sum of the booking's payments that were received (`success` or `refunded`).
+    pub paid: i64,
+    /// Of that, what was already returned.
+    pub already_refunded: i64,
+    /// None when the event no longer exists.
+    pub starts_at: Option<DateTime<Utc>>,
+    pub event_cancelled: bool,
+    pub requested_at: DateTime<Utc>,
+}
+
+pub fn refund_decision(r: RefundRequest) -> RefundDecision {
+    let Some(starts_at) = r.starts_at else {
+        return RefundDecision::Denied("The event of this booking no longer exists");
+    };
+    let received = r.total_amount.min(r.paid);
+    if received <= 0 {
+        return RefundDecision::Denied("No payment was received for this booking");
+    }
+    let notice = starts_at - r.requested_at;
+    let (entitled, decision): (i64, fn(i64) -> RefundDecision) = if r.event_cancelled {
+        (received, RefundDecision::EventCancelled)
+    } else if notice >= Duration::hours(24) {
+        (received, RefundDecision::Full)
+    } else if notice > Duration::zero() {
+        (received / 2, RefundDecision::Partial)
+    } else {
+        return RefundDecision::Denied("Refunds are not available once the event has started");
+    };
+    let due = entitled - r.already_refunded.max(0);
+    if due <= 0 {
+        return RefundDecision::Denied("The refund due for this booking was already paid out");
+    }
+    decision(due)
+}
+
+/// A payment that took money: `(id, amount, refunded_amount)`.
+pub type HeldPayment = (i64, i64, i64);
+
+/// How `amount` is returned over a booking's payments (oldest first): each gives back what it
+/// still holds until the amount is reached; `(payment id, part)` pairs.
+pub fn allocate_refund(amount: i64, payments: &[HeldPayment]) -> Vec<(i64, i64)> {
+    let mut left = amount;
+    let mut out = Vec::new();
+    for (id, paid, refunded) in payments {
+        if left <= 0 {
+            break;
+        }
+        let take = (paid - refunded).max(0).min(left);
+        if take > 0 {
+            out.push((*id, take));
+            left -= take;
+        }
+    }
+    out
+}
+
+/// Cancelled bookings with an unprocessed refund request → refunded in full (booking and
+/// payments `refunded`), in part (the booking stays `cancelled`, its payments stay `success`
+/// with `refunded_amount` beside them) or denied; one e-mail per outcome.
 pub struct ProcessRefundRequests;
 
 struct RefundChunk {
@@ -218,20 +284,28 @@ struct RefundChunk {
 const REFUND_REQUESTED: &str =
     "b.status = 'cancelled' AND b.refund_requested = TRUE AND b.refund_processed = FALSE";
 
-#[async_trait::async_trait]
-impl ChunkStep for RefundChunk {
-    async fn apply(
+/// A payment's refunded part, counting a `refunded` payment whose `refunded_amount` other
+/// software left at 0 as refunded in full.
+const REFUNDED_PART: &str =
+    "CASE WHEN p.status = 'refunded' THEN p.amount ELSE p.refunded_amount END";
+
+impl RefundChunk {
+    /// The chunk's requests, locked, with what is known about them.
+    async fn requests(
         &self,
         ctx: &TaskContext,
         txn: &DatabaseTransaction,
-    ) -> Result<ChunkDone, TaskError> {
+    ) -> Result<Vec<(i64, RefundRequest)>, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         let limit = q.bind(self.batch as i64);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "SELECT b.id, b.total_amount, e.starts_at, b.refund_requested_at, b.cancelled_at, \
              (SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM payments p \
-              WHERE p.booking_id = b.id AND p.status = 'success') \
+              WHERE p.booking_id = b.id AND p.status IN ('success', 'refunded')), \
+             (SELECT CAST(COALESCE(SUM({REFUNDED_PART}), 0) AS BIGINT) FROM payments p \
+              WHERE p.booking_id = b.id AND p.status IN ('success', 'refunded')), \
+             CAST(CASE WHEN e.status = 'cancelled' THEN 1 ELSE 0 END AS BIGINT) \
              FROM bookings b LEFT JOIN events e ON e.id = b.event_id \
              WHERE {REFUND_REQUESTED} AND b.id > {after} ORDER BY b.id LIMIT {limit}{lock}",
             lock = ctx.dialect.skip_locked_of("b"),
@@ -240,37 +314,101 @@ impl ChunkStep for RefundChunk {
             .fetch_all(txn)
             .await
             .context("selecting refund requests")?;
-        if rows.is_empty() {
-            return Ok(ChunkDone::default());
-        }
-        let mut decisions = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let read = || -> Result<(i64, RefundDecision), sea_orm::DbErr> {
-                let id: i64 = col(row, 0)?;
-                let total: i64 = col(row, 1)?;
-                let starts_at: Option<DateTime<Utc>> = col(row, 2)?;
+            let read = || -> Result<(i64, RefundRequest), sea_orm::DbErr> {
                 let requested: Option<DateTime<Utc>> = col(row, 3)?;
                 let cancelled: Option<DateTime<Utc>> = col(row, 4)?;
-                let paid: i64 = col(row, 5)?;
-                let requested_at = requested.or(cancelled).unwrap_or(ctx.now);
-                Ok((id, refund_decision(total, paid, starts_at, requested_at)))
+                Ok((
+                    col(row, 0)?,
+                    RefundRequest {
+                        total_amount: col(row, 1)?,
+                        starts_at: col(row, 2)?,
+                        requested_at: requested.or(cancelled).unwrap_or(ctx.now),
+                        paid: col(row, 5)?,
+                        already_refunded: col(row, 6)?,
+                        event_cancelled: col::<i64>(row, 7)? == 1,
+                    },
+                ))
             };
-            decisions.push(read().context("reading a refund request")?);
+            out.push(read().context("reading a refund request")?);
         }
+        Ok(out)
+    }
 
+    /// The `success` payments of `bookings` that still hold money, oldest first per booking,
+    /// locked until the chunk commits.
+    async fn refundable_payments(
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+        bookings: &[i64],
+    ) -> Result<Vec<(i64, Vec<HeldPayment>)>, TaskError> {
+        let mut q = Sql::new(ctx.dialect);
+        q.push(&format!(
+            "SELECT p.booking_id, p.id, p.amount, p.refunded_amount FROM payments p \
+             WHERE p.booking_id IN ({}) AND p.status = 'success' \
+             AND p.refunded_amount < p.amount ORDER BY p.booking_id, p.id{}",
+            id_list(bookings.iter().copied()),
+            match ctx.dialect {
+                crate::db::Dialect::Postgres => " FOR UPDATE",
+                crate::db::Dialect::Sqlite => "",
+            }
+        ));
+        let rows = q
+            .fetch_all(txn)
+            .await
+            .context("selecting refundable payments")?;
+        let mut out: Vec<(i64, Vec<HeldPayment>)> = Vec::new();
+        for row in &rows {
+            let read = || -> Result<(i64, (i64, i64, i64)), sea_orm::DbErr> {
+                Ok((col(row, 0)?, (col(row, 1)?, col(row, 2)?, col(row, 3)?)))
+            };
+            let (booking, payment) = read().context("reading refundable payments")?;
+            match out.last_mut() {
+                Some((b, list)) if *b == booking => list.push(payment),
+                _ => out.push((booking, vec![payment])),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkStep for RefundChunk {
+    async fn apply(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let requests = self.requests(ctx, txn).await?;
+        let picked = requests.len() as u64;
+        if picked == 0 {
+            return Ok(ChunkDone::default());
+        }
+        self.cursor.advance(requests.iter().map(|(id, _)| *id));
+        let decisions: Vec<(i64, RefundRequest, RefundDecision)> = requests
+            .into_iter()
+            .map(|(id, r)| (id, r, refund_decision(r)))
+            .collect();
+
+        // One UPDATE records every decision; it re-checks that each request is still open and
+        // returns the bookings it decided, the only ones whose money moves and who get mail.
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let (mut amounts, mut denied, mut reasons, mut statuses) =
             (String::new(), String::new(), String::new(), String::new());
-        for (id, decision) in &decisions {
+        for (id, request, decision) in &decisions {
             let idp = q.bind(*id);
-            let (amount, is_denied, reason, status) = match decision {
-                RefundDecision::Full(a) | RefundDecision::Partial(a) => {
-                    (*a, false, None, "refunded")
-                }
-                RefundDecision::Denied(r) => (0, true, Some(*r), "cancelled"),
+            let (is_denied, reason) = match decision {
+                RefundDecision::Denied(r) => (true, Some(*r)),
+                _ => (false, None),
             };
-            amounts.push_str(&format!(" WHEN {idp} THEN {}", q.bind(amount)));
+            // A booking is `refunded` once everything it was paid has been returned.
+            let whole = decision.amount() > 0
+                && request.already_refunded + decision.amount()
+                    >= request.total_amount.min(request.paid);
+            let status = if whole { "refunded" } else { "cancelled" };
+            amounts.push_str(&format!(" WHEN {idp} THEN {}", q.bind(decision.amount())));
             denied.push_str(&format!(" WHEN {idp} THEN {}", q.bind(is_denied)));
             reasons.push_str(&format!(
                 " WHEN {idp} THEN {}",
@@ -278,33 +416,73 @@ impl ChunkStep for RefundChunk {
             ));
             statuses.push_str(&format!(" WHEN {idp} THEN {}", q.bind(status.to_owned())));
         }
-        self.cursor.advance(decisions.iter().map(|(id, _)| *id));
-        let ids = id_list(decisions.iter().map(|(id, _)| *id));
+        let ids = id_list(decisions.iter().map(|(id, _, _)| *id));
         q.push(&format!(
             "UPDATE bookings SET refund_processed = TRUE, refund_processed_at = {now}, \
              refund_amount = CASE id{amounts} END, refund_denied = CASE id{denied} END, \
              refund_denial_reason = CASE id{reasons} END, status = CASE id{statuses} END \
              WHERE id IN ({ids}) AND status = 'cancelled' AND refund_requested = TRUE \
-             AND refund_processed = FALSE"
+             AND refund_processed = FALSE RETURNING id"
         ));
-        q.execute(txn).await.context("recording refund decisions")?;
-
-        let approved: Vec<i64> = decisions
-            .iter()
-            .filter(|(_, d)| !matches!(d, RefundDecision::Denied(_)))
-            .map(|(id, _)| *id)
+        let decided = returned_ids(q, txn, "recording refund decisions").await?;
+        let decisions: Vec<_> = decisions
+            .into_iter()
+            .filter(|(id, _, _)| decided.contains(id))
             .collect();
-        if !approved.is_empty() {
-            let mut q = Sql::new(ctx.dialect);
-            let now = q.bind(ctx.now);
-            q.push(&format!(
-                "UPDATE payments SET status = 'refunded', refunded_at = {now} \
-                 WHERE booking_id IN ({}) AND status = 'success'",
-                id_list(approved.iter().copied())
-            ));
-            q.execute(txn).await.context("marking payments refunded")?;
+        if decisions.is_empty() {
+            // Decided meanwhile by someone else: nothing to do, but the walk goes on.
+            return Ok(ChunkDone {
+                handled: picked,
+                ..ChunkDone::default()
+            });
         }
 
+        let approved: Vec<(i64, i64)> = decisions
+            .iter()
+            .filter(|(_, _, d)| d.amount() > 0)
+            .map(|(id, _, d)| (*id, d.amount()))
+            .collect();
+        if !approved.is_empty() {
+            let held = Self::refundable_payments(
+                ctx,
+                txn,
+                &approved.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            )
+            .await?;
+            let mut parts = Vec::new();
+            for (booking, amount) in &approved {
+                if let Some((_, payments)) = held.iter().find(|(b, _)| b == booking) {
+                    parts.extend(allocate_refund(*amount, payments));
+                }
+            }
+            if !parts.is_empty() {
+                let mut q = Sql::new(ctx.dialect);
+                let now = q.bind(ctx.now);
+                let mut cases = String::new();
+                for (payment, part) in &parts {
+                    cases.push_str(&format!(
+                        " WHEN {} THEN {}",
+                        q.bind(*payment),
+                        q.bind(*part)
+                    ));
+                }
+                let part = format!("CASE id{cases} ELSE 0 END");
+                // A payment whose whole amount went back is `refunded`; a partly refunded one
+                // stays `success` with its refunded part beside it. SET sees the old row, and
+                // the WHERE keeps any payment from giving back more than it took.
+                q.push(&format!(
+                    "UPDATE payments SET refunded_amount = refunded_amount + {part}, \
+                     status = CASE WHEN refunded_amount + {part} >= amount THEN 'refunded' \
+                     ELSE status END, refunded_at = {now} \
+                     WHERE id IN ({}) AND status = 'success' \
+                     AND refunded_amount + {part} <= amount",
+                    id_list(parts.iter().map(|(id, _)| *id))
+                ));
+                q.execute(txn).await.context("recording refunded amounts")?;
+            }
+        }
+
+        let ids = id_list(decisions.iter().map(|(id, _, _)| *id));
         let mut emails = 0;
         for (kind, subject, condition) in [
             (
@@ -318,10 +496,19 @@ impl ChunkStep for RefundChunk {
                 "b.refund_denied = TRUE",
             ),
         ] {
+            let mut mail = Sql::new(ctx.dialect);
+            let mut policies = String::new();
+            for (id, _, d) in &decisions {
+                policies.push_str(&format!(
+                    " WHEN {} THEN {}",
+                    mail.bind(*id),
+                    mail.bind(d.policy().to_owned())
+                ));
+            }
             let mut payload = booking_payload();
             payload.push(("refund_amount", "b.refund_amount".into()));
             payload.push(("refund_denial_reason", "b.refund_denial_reason".into()));
-            let mut mail = Sql::new(ctx.dialect);
+            payload.push(("refund_policy", format!("CASE b.id{policies} END")));
             let subject = mail.bind(subject.to_owned());
             OutboxInsert {
                 kind,
@@ -335,27 +522,33 @@ impl ChunkStep for RefundChunk {
                      WHERE b.id IN ({ids}) AND b.refund_processed = TRUE AND {condition}"
                 ),
             }
-            .push_to(&mut mail, Utc::now());
+            .push_to(&mut mail, Utc::now(), ctx.tz);
             emails += mail
                 .execute(txn)
                 .await
                 .context(format!("queueing {kind} e-mails"))?;
         }
-        let full = decisions
-            .iter()
-            .filter(|(_, d)| matches!(d, RefundDecision::Full(_)))
-            .count() as u64;
-        let partial = decisions
-            .iter()
-            .filter(|(_, d)| matches!(d, RefundDecision::Partial(_)))
-            .count() as u64;
+        let n = |f: fn(&RefundDecision) -> bool| {
+            decisions.iter().filter(|(_, _, d)| f(d)).count() as u64
+        };
+        let full = n(|d| {
+            matches!(
+                d,
+                RefundDecision::Full(_) | RefundDecision::EventCancelled(_)
+            )
+        });
+        let partial = n(|d| matches!(d, RefundDecision::Partial(_)));
+        let event_cancelled = n(|d| matches!(d, RefundDecision::EventCancelled(_)));
+        let refunded: i64 = decisions.iter().map(|(_, _, d)| d.amount()).sum();
         Ok(ChunkDone {
             handled: decisions.len() as u64,
             counts: vec![
                 ("processed", decisions.len() as u64),
                 ("refunded_full", full),
                 ("refunded_partial", partial),
+                ("refunded_event_cancelled", event_cancelled),
                 ("denied", decisions.len() as u64 - full - partial),
+                ("refunded_minor_units", refunded.max(0) as u64),
                 ("emails_queued", emails),
             ],
             mail_queued: emails > 0,
@@ -376,7 +569,9 @@ impl Task for ProcessRefundRequests {
                 "processed",
                 "refunded_full",
                 "refunded_partial",
+                "refunded_event_cancelled",
                 "denied",
+                "refunded_minor_units",
                 "emails_queued",
             ],
         );
@@ -392,9 +587,11 @@ impl Task for ProcessRefundRequests {
         };
         run_chunks(ctx, &step, total, "refund requests").await?;
         ctx.info(format!(
-            "Processed {} refund requests: {} full, {} partial, {} denied",
+            "Processed {} refund requests: {} full ({} for events the organizer cancelled), {} \
+             partial, {} denied",
             ctx.count("processed"),
             ctx.count("refunded_full"),
+            ctx.count("refunded_event_cancelled"),
             ctx.count("refunded_partial"),
             ctx.count("denied")
         ));
@@ -442,10 +639,15 @@ pub struct CleanupOldCancelledBookings;
 
 const CANCELLED_RETENTION_DAYS: i64 = 30;
 
-fn old_cancelled(b: &str, cutoff: &str) -> String {
+fn old_cancelled(d: Dialect, b: &str, cutoff: &str) -> String {
     format!(
-        "{b}.status = 'cancelled' AND COALESCE({b}.cancelled_at, {b}.created_at) < {cutoff} \
-         AND NOT ({b}.refund_requested = TRUE AND {b}.refund_processed = FALSE)"
+        "{b}.status = 'cancelled' AND {} \
+         AND NOT ({b}.refund_requested = TRUE AND {b}.refund_processed = FALSE)",
+        d.cmp(
+            &format!("COALESCE({b}.cancelled_at, {b}.created_at)"),
+            "<",
+            cutoff
+        )
     )
 }
 
@@ -461,7 +663,7 @@ impl Task for CleanupOldCancelledBookings {
         let cutoff = q.bind(ctx.now - Duration::days(CANCELLED_RETENTION_DAYS));
         q.push(&format!(
             "SELECT COUNT(*) FROM bookings b WHERE {}",
-            old_cancelled("b", &cutoff)
+            old_cancelled(ctx.dialect, "b", &cutoff)
         ));
         let total = count(q, ctx, "counting old cancelled bookings").await?;
         let batch = ctx.batch_size(1000)?;
@@ -514,7 +716,8 @@ impl Task for GenerateDailyReport {
             let (s, e) = (q.bind(day.start), q.bind(day.end));
             format!(
                 "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM bookings \
-                 WHERE status = 'confirmed' AND created_at >= {s} AND created_at < {e}"
+                 WHERE status = 'confirmed' AND {}",
+                q.dialect().within("created_at", &s, &e)
             )
         })
         .await?;
@@ -579,20 +782,62 @@ mod tests {
 
     #[test]
     fn refund_policy() {
-        let start = Utc::now();
-        let d = |h: i64| refund_decision(10_001, 10_001, Some(start), start - Duration::hours(h));
+        let start = DateTime::parse_from_rfc3339("2026-11-28T19:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let req = |total, paid, already, hours: i64, cancelled| RefundRequest {
+            total_amount: total,
+            paid,
+            already_refunded: already,
+            starts_at: Some(start),
+            event_cancelled: cancelled,
+            requested_at: start - Duration::hours(hours),
+        };
+        let d = |h: i64| refund_decision(req(10_001, 10_001, 0, h, false));
         assert_eq!(d(48), RefundDecision::Full(10_001));
         assert_eq!(d(24), RefundDecision::Full(10_001));
         assert_eq!(d(23), RefundDecision::Partial(5_000));
+        assert!(matches!(d(0), RefundDecision::Denied(_)));
         assert!(matches!(d(-1), RefundDecision::Denied(_)));
         // Never more than was paid.
         assert_eq!(
-            refund_decision(10_000, 4_000, Some(start), start - Duration::days(3)),
+            refund_decision(req(10_000, 4_000, 0, 72, false)),
             RefundDecision::Full(4_000)
         );
         assert!(matches!(
-            refund_decision(10_000, 0, Some(start), start - Duration::days(3)),
+            refund_decision(req(10_000, 0, 0, 72, false)),
             RefundDecision::Denied(_)
         ));
+        // What was already refunded is subtracted; nothing left to give is a denial.
+        assert_eq!(
+            refund_decision(req(10_000, 10_000, 3_000, 72, false)),
+            RefundDecision::Full(7_000)
+        );
+        assert_eq!(
+            refund_decision(req(10_000, 10_000, 3_000, 12, false)),
+            RefundDecision::Partial(2_000)
+        );
+        assert!(matches!(
+            refund_decision(req(10_000, 10_000, 5_000, 12, false)),
+            RefundDecision::Denied(_)
+        ));
+        // The organizer cancelled: in full whatever the notice, even after the start.
+        assert_eq!(
+            refund_decision(req(10_001, 10_001, 0, 1, true)),
+            RefundDecision::EventCancelled(10_001)
+        );
+        assert_eq!(
+            refund_decision(req(10_001, 10_001, 1_000, -5, true)),
+            RefundDecision::EventCancelled(9_001)
+        );
+    }
+
+    #[test]
+    fn refunds_are_taken_from_payments_oldest_first() {
+        let payments = [(1, 600, 0), (2, 401, 100), (3, 50, 50)];
+        assert_eq!(allocate_refund(500, &payments), vec![(1, 500)]);
+        assert_eq!(allocate_refund(800, &payments), vec![(1, 600), (2, 200)]);
+        assert_eq!(allocate_refund(5_000, &payments), vec![(1, 600), (2, 301)]);
+        assert_eq!(allocate_refund(0, &payments), vec![]);
     }
 }

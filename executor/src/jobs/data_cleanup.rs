@@ -46,16 +46,19 @@ impl ChunkStep for CacheChunk {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let limit = q.bind(self.batch as i64);
+        let d = ctx.dialect;
         q.push(&format!(
             "{}DELETE FROM cache_entries WHERE key IN (SELECT key FROM picked) \
-             AND expires_at < {now} RETURNING size_bytes",
-            ctx.dialect.picked(
+             AND {} RETURNING size_bytes",
+            d.picked(
                 &format!(
-                    "SELECT c.key FROM cache_entries c WHERE c.expires_at < {now} \
-                     ORDER BY c.expires_at LIMIT {limit}"
+                    "SELECT c.key FROM cache_entries c WHERE {} ORDER BY {} LIMIT {limit}",
+                    d.cmp("c.expires_at", "<", &now),
+                    d.ts("c.expires_at")
                 ),
                 "c"
-            )
+            ),
+            d.cmp("expires_at", "<", &now),
         ));
         let rows = q
             .fetch_all(txn)
@@ -87,7 +90,8 @@ impl Task for CleanCache {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         q.push(&format!(
-            "SELECT COUNT(*) FROM cache_entries WHERE expires_at < {now}"
+            "SELECT COUNT(*) FROM cache_entries WHERE {}",
+            ctx.dialect.cmp("expires_at", "<", &now)
         ));
         let total = count(q, ctx, "counting expired cache entries").await?;
         run_chunks(
@@ -426,7 +430,15 @@ impl Task for GenerateSystemHealthReport {
             .await?;
         }
         ctx.info(format!("System health: {} warning(s)", warnings.len()));
-        aggregates::report(ctx, "system-health", &day.period, body).await
+        // A snapshot: memory, uptime and latency differ on every run, so a re-run is not news.
+        aggregates::report_mailed(
+            ctx,
+            "system-health",
+            &day.period,
+            body,
+            aggregates::ReportMail::FirstOnly,
+        )
+        .await
     }
 }
 

@@ -8,7 +8,7 @@ use super::bookings::booking_payload;
 use super::mailing::Mailing;
 use super::window::{Window, day_offset, iso_week};
 use super::{ChunkDone, ChunkStep, Cursor, aggregates, returned_ids, run_chunks, zero};
-use crate::db::{Sql, col};
+use crate::db::{Dialect, Sql, col};
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
 
 pub fn register(r: &mut TaskRegistry) {
@@ -23,13 +23,31 @@ pub fn register(r: &mut TaskRegistry) {
 pub const DEFAULT_EVENT_HOURS: i64 = 4;
 const ARCHIVE_AFTER_DAYS: i64 = 7;
 
-/// Completed events that ended more than 7 days ago → archived.
+/// Completed events that ended more than 7 days ago → archived. An event ended at its
+/// `completed_at`, else its `ends_at`, else `DEFAULT_EVENT_HOURS` after its start (the rule of
+/// update-event-statuses), so an event without an end is not archived 4 hours early.
 pub struct ArchivePastEvents;
 
-fn archivable(e: &str, cutoff: &str) -> String {
+/// `cutoff` is the placeholder of `now - 7 days`, `start_cutoff` of `now - 7 days - 4 hours`.
+fn archivable(d: Dialect, e: &str, cutoff: &str, start_cutoff: &str) -> String {
     format!(
         "{e}.status = 'completed' AND {e}.archived = FALSE \
-         AND COALESCE({e}.completed_at, {e}.ends_at, {e}.starts_at) < {cutoff}"
+         AND ({} OR ({e}.completed_at IS NULL AND {e}.ends_at IS NULL AND {}))",
+        d.cmp(
+            &format!("COALESCE({e}.completed_at, {e}.ends_at)"),
+            "<",
+            cutoff
+        ),
+        d.cmp(&format!("{e}.starts_at"), "<", start_cutoff),
+    )
+}
+
+/// The cutoffs of [`archivable`] bound into `q`.
+fn archive_cutoffs(q: &mut Sql, now: chrono::DateTime<chrono::Utc>) -> (String, String) {
+    let cutoff = now - Duration::days(ARCHIVE_AFTER_DAYS);
+    (
+        q.bind(cutoff),
+        q.bind(cutoff - Duration::hours(DEFAULT_EVENT_HOURS)),
     )
 }
 
@@ -47,7 +65,7 @@ impl ChunkStep for ArchiveChunk {
     ) -> Result<ChunkDone, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
-        let cutoff = q.bind(ctx.now - Duration::days(ARCHIVE_AFTER_DAYS));
+        let (cutoff, start_cutoff) = archive_cutoffs(&mut q, ctx.now);
         let limit = q.bind(self.batch as i64);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
@@ -57,11 +75,11 @@ impl ChunkStep for ArchiveChunk {
                 &format!(
                     "SELECT e.id FROM events e WHERE {} AND e.id > {after} \
                      ORDER BY e.id LIMIT {limit}",
-                    archivable("e", &cutoff)
+                    archivable(ctx.dialect, "e", &cutoff, &start_cutoff)
                 ),
                 "e"
             ),
-            archivable("events", &cutoff)
+            archivable(ctx.dialect, "events", &cutoff, &start_cutoff)
         ));
         let ids = returned_ids(q, txn, "archiving past events").await?;
         self.cursor.advance(ids.iter().copied());
@@ -83,10 +101,10 @@ impl Task for ArchivePastEvents {
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(ctx, &["archived"]);
         let mut q = Sql::new(ctx.dialect);
-        let cutoff = q.bind(ctx.now - Duration::days(ARCHIVE_AFTER_DAYS));
+        let (cutoff, start_cutoff) = archive_cutoffs(&mut q, ctx.now);
         q.push(&format!(
             "SELECT COUNT(*) FROM events e WHERE {}",
-            archivable("e", &cutoff)
+            archivable(ctx.dialect, "e", &cutoff, &start_cutoff)
         ));
         let total = count(q, ctx, "counting events to archive").await?;
         run_chunks(
@@ -140,7 +158,10 @@ impl Task for EventReminders {
         let day = day_offset(ctx.tz, ctx.now, self.days_ahead);
         let rule = |q: &mut Sql| {
             let (s, e) = (q.bind(day.start), q.bind(day.end));
-            format!("e.starts_at >= {s} AND e.starts_at < {e} AND e.status IN ('upcoming', 'live')")
+            format!(
+                "{} AND e.status IN ('upcoming', 'live')",
+                q.dialect().within("e.starts_at", &s, &e)
+            )
         };
         let sent = Mailing {
             table: "bookings",
@@ -180,10 +201,11 @@ impl Task for EventReminders {
 /// straight to completed.
 pub struct UpdateEventStatuses;
 
-fn over(e: &str, now: &str, start_cutoff: &str) -> String {
+fn over(d: Dialect, e: &str, now: &str, start_cutoff: &str) -> String {
     format!(
-        "(({e}.ends_at IS NOT NULL AND {e}.ends_at <= {now}) \
-          OR ({e}.ends_at IS NULL AND {e}.starts_at <= {start_cutoff}))"
+        "(({e}.ends_at IS NOT NULL AND {}) OR ({e}.ends_at IS NULL AND {}))",
+        d.cmp(&format!("{e}.ends_at"), "<=", now),
+        d.cmp(&format!("{e}.starts_at"), "<=", start_cutoff),
     )
 }
 
@@ -203,7 +225,7 @@ impl Task for UpdateEventStatuses {
         q.push(&format!(
             "UPDATE events SET status = 'completed', completed_at = {now} \
              WHERE status IN ('upcoming', 'live') AND {}",
-            over("events", &now, &start_cutoff)
+            over(ctx.dialect, "events", &now, &start_cutoff)
         ));
         let completed = q.execute(&ctx.db).await.context("completing events")?;
         ctx.add("completed", completed);
@@ -214,9 +236,9 @@ impl Task for UpdateEventStatuses {
         let now = q.bind(ctx.now);
         let start_cutoff = q.bind(ctx.now - Duration::hours(DEFAULT_EVENT_HOURS));
         q.push(&format!(
-            "UPDATE events SET status = 'live' WHERE status = 'upcoming' AND starts_at <= {now} \
-             AND NOT {}",
-            over("events", &now, &start_cutoff)
+            "UPDATE events SET status = 'live' WHERE status = 'upcoming' AND {} AND NOT {}",
+            ctx.dialect.cmp("starts_at", "<=", &now),
+            over(ctx.dialect, "events", &now, &start_cutoff)
         ));
         let live = q.execute(&ctx.db).await.context("starting events")?;
         ctx.add("live", live);
@@ -244,9 +266,10 @@ async fn event_performance(
          CAST(COALESCE(SUM(CASE WHEN b.status = 'confirmed' THEN b.quantity ELSE 0 END), 0) AS BIGINT), \
          CAST(COALESCE(SUM(CASE WHEN b.status = 'confirmed' THEN b.total_amount ELSE 0 END), 0) AS BIGINT) \
          FROM events e JOIN bookings b ON b.event_id = e.id \
-         WHERE b.created_at >= {s} AND b.created_at < {e} \
+         WHERE {} \
          GROUP BY e.id, e.title, e.category, e.status, e.total_tickets, e.available_tickets, e.currency \
-         ORDER BY 10 DESC, e.id LIMIT 100"
+         ORDER BY 10 DESC, e.id LIMIT 100",
+        ctx.dialect.within("b.created_at", &s, &e)
     ));
     let rows = q
         .fetch_all(&ctx.db)

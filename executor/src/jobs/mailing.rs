@@ -141,7 +141,7 @@ impl ChunkStep for MailingChunk<'_> {
                 a = m.alias
             ),
         }
-        .push_to(&mut mail, chrono::Utc::now());
+        .push_to(&mut mail, chrono::Utc::now(), ctx.tz);
         let emails = mail
             .execute(txn)
             .await

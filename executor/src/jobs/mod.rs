@@ -50,12 +50,13 @@ impl Cursor {
     }
 }
 
-/// One chunk of a retention job: delete the rows of `table` matching `rule` (given the row alias
-/// and the cutoff placeholder) whose age exceeds `retention`, re-checking the rule in the DELETE.
+/// One chunk of a retention job: delete the rows of `table` matching `rule` (given the dialect,
+/// the row alias and the cutoff placeholder) whose age exceeds `retention`, re-checking the rule
+/// in the DELETE.
 pub struct DeleteChunk {
     pub table: &'static str,
     pub alias: &'static str,
-    pub rule: fn(&str, &str) -> String,
+    pub rule: fn(crate::db::Dialect, &str, &str) -> String,
     pub retention: chrono::Duration,
     pub batch: u64,
     pub cursor: Cursor,
@@ -79,11 +80,11 @@ impl ChunkStep for DeleteChunk {
                 &format!(
                     "SELECT {a}.id FROM {table} {a} WHERE {} AND {a}.id > {after} \
                      ORDER BY {a}.id LIMIT {limit}",
-                    (self.rule)(a, &cutoff)
+                    (self.rule)(ctx.dialect, a, &cutoff)
                 ),
                 a
             ),
-            (self.rule)(table, &cutoff),
+            (self.rule)(ctx.dialect, table, &cutoff),
         ));
         let ids = returned_ids(q, txn, &format!("deleting old rows of {table}")).await?;
         self.cursor.advance(ids.iter().copied());

@@ -4,6 +4,13 @@
 //! Campaigns without a flag column (newsletter, promotions, birthdays) rely on the outbox's
 //! dedupe key alone: `newsletter:<user>:<week>`, `promotion:<user>:<event>`,
 //! `birthday:<user>:<year>`; a second run inserts nothing.
+//!
+//! Consent: marketing mail (birthday offers, win-back offers, promotions) goes only to verified
+//! addresses whose `promotional_emails` is true, the newsletter only to verified addresses whose
+//! `newsletter_subscribed` is true; the condition is checked again by the statement that queues
+//! the e-mail. Each of these e-mails names its `unsubscribe_list` and `user_id`, from which the
+//! sender builds the signed one-click unsubscribe link and headers (`mail::unsubscribe`); the
+//! jobs refuse to run without TICKETMAX_UNSUBSCRIBE_SECRET.
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -29,6 +36,19 @@ pub fn register(r: &mut TaskRegistry) {
     r.register(SendEventFollowUps);
     r.register(SendReEngagementEmails);
     r.register(SendOrganizerAnalytics);
+}
+
+/// Consent of the newsletter, over users `u`.
+const NEWSLETTER_CONSENT: &str = "u.email_verified = TRUE AND u.newsletter_subscribed = TRUE";
+/// Consent of marketing mail (birthday, win-back and promotion offers), over users `u`.
+const MARKETING_CONSENT: &str = "u.email_verified = TRUE AND u.promotional_emails = TRUE";
+
+/// Payload fields from which the sender builds the unsubscribe link of `list`.
+fn unsubscribe_fields(list: &str) -> [(&'static str, String); 2] {
+    [
+        ("user_id", "u.id".into()),
+        ("unsubscribe_list", format!("'{list}'")),
+    ]
 }
 
 /// An e-mail to each user matching a rule, walked in id order (keyset chunks).
@@ -69,7 +89,7 @@ impl ChunkStep for UserCampaign<'_> {
         self.last_id.store(*last, Ordering::Relaxed);
         let mut mail = Sql::new(ctx.dialect);
         let insert = (self.mail)(&mut mail, &id_list(ids.iter().copied()));
-        insert.push_to(&mut mail, chrono::Utc::now());
+        insert.push_to(&mut mail, chrono::Utc::now(), ctx.tz);
         let emails = mail
             .execute(txn)
             .await
@@ -114,12 +134,15 @@ impl Task for SendWeeklyNewsletter {
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        ctx.settings.require_unsubscribe()?;
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         q.push(&format!(
             "SELECT id, title, venue, starts_at, price, currency, category FROM events \
-             WHERE status = 'upcoming' AND archived = FALSE AND starts_at > {now} \
-             ORDER BY starts_at, id LIMIT 5"
+             WHERE status = 'upcoming' AND archived = FALSE AND {} \
+             ORDER BY {}, id LIMIT 5",
+            ctx.dialect.cmp("starts_at", ">", &now),
+            ctx.dialect.ts("starts_at"),
         ));
         let rows = q
             .fetch_all(&ctx.db)
@@ -152,29 +175,23 @@ impl Task for SendWeeklyNewsletter {
         let rule = move |q: &mut Sql| {
             let since = q.bind(active_since);
             format!(
-                "u.email_verified = TRUE AND u.newsletter_subscribed = TRUE AND EXISTS \
-                 (SELECT 1 FROM bookings b WHERE b.user_id = u.id AND b.created_at >= {since})"
+                "{NEWSLETTER_CONSENT} AND EXISTS (SELECT 1 FROM bookings b \
+                 WHERE b.user_id = u.id AND {})",
+                q.dialect().cmp("b.created_at", ">=", &since)
             )
         };
-        let unsubscribe = format!(
-            "{}/unsubscribe?user=",
-            ctx.settings.frontend_url.trim_end_matches('/')
-        );
         let mail = |q: &mut Sql, ids: &str| {
             let events = q.dialect().json_value(&q.bind(events_json.clone()));
-            let link = q.bind(unsubscribe.clone());
             let key = q.bind(format!(":{week}"));
+            let mut payload = vec![("first_name", "u.first_name".into()), ("events", events)];
+            payload.extend(unsubscribe_fields("newsletter"));
             OutboxInsert {
                 kind: "newsletter",
                 dedupe_key: format!("'newsletter:' || u.id || {key}"),
                 recipient: "u.email".into(),
                 subject: "'This week on TicketMax'".into(),
-                payload: vec![
-                    ("first_name", "u.first_name".into()),
-                    ("events", events),
-                    ("unsubscribe_url", format!("{link} || u.id")),
-                ],
-                from_where: format!("FROM users u WHERE u.id IN ({ids})"),
+                payload,
+                from_where: format!("FROM users u WHERE u.id IN ({ids}) AND {NEWSLETTER_CONSENT}"),
             }
         };
         run_campaign(ctx, "newsletter", &rule, &mail).await?;
@@ -199,13 +216,16 @@ impl Task for SendPromotionalNotifications {
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        ctx.settings.require_unsubscribe()?;
         zero(ctx, &["events", "emails_queued"]);
         let mut q = Sql::new(ctx.dialect);
         let (now, until) = (q.bind(ctx.now), q.bind(ctx.now + Duration::days(7)));
         q.push(&format!(
             "SELECT id FROM events WHERE status = 'upcoming' AND archived = FALSE \
-             AND starts_at > {now} AND starts_at <= {until} AND total_tickets > 0 \
-             AND (total_tickets - available_tickets) * 10 < total_tickets * 3 ORDER BY id"
+             AND {} AND {} AND total_tickets > 0 \
+             AND (total_tickets - available_tickets) * 10 < total_tickets * 3 ORDER BY id",
+            ctx.dialect.cmp("starts_at", ">", &now),
+            ctx.dialect.cmp("starts_at", "<=", &until),
         ));
         let events = q
             .fetch_all(&ctx.db)
@@ -222,30 +242,32 @@ impl Task for SendPromotionalNotifications {
             let event = q.bind(*event);
             let limit = q.bind(PROMOTION_RECIPIENTS_PER_EVENT);
             let dedupe = "'promotion:' || u.id || ':' || e.id".to_owned();
+            let mut payload = vec![
+                ("first_name", "u.first_name".into()),
+                ("event_id", "e.id".into()),
+                ("event_title", "e.title".into()),
+                ("venue", "e.venue".into()),
+                ("starts_at", "e.starts_at".into()),
+                ("price", "e.price".into()),
+                ("currency", "e.currency".into()),
+                ("available_tickets", "e.available_tickets".into()),
+            ];
+            payload.extend(unsubscribe_fields("marketing"));
             OutboxInsert {
                 kind: "promotion",
                 dedupe_key: dedupe.clone(),
                 recipient: "u.email".into(),
                 subject: "'Still available: ' || e.title".into(),
-                payload: vec![
-                    ("first_name", "u.first_name".into()),
-                    ("event_id", "e.id".into()),
-                    ("event_title", "e.title".into()),
-                    ("venue", "e.venue".into()),
-                    ("starts_at", "e.starts_at".into()),
-                    ("price", "e.price".into()),
-                    ("currency", "e.currency".into()),
-                    ("available_tickets", "e.available_tickets".into()),
-                ],
+                payload,
                 from_where: format!(
-                    "FROM users u, events e WHERE e.id = {event} AND u.promotional_emails = TRUE \
+                    "FROM users u, events e WHERE e.id = {event} AND {MARKETING_CONSENT} \
                      AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.user_id = u.id \
                                      AND b.event_id = e.id) \
                      AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.dedupe_key = {dedupe}) \
                      ORDER BY u.id LIMIT {limit}"
                 ),
             }
-            .push_to(&mut q, chrono::Utc::now());
+            .push_to(&mut q, chrono::Utc::now(), ctx.tz);
             let queued = q.execute(&ctx.db).await.context("queueing promotions")?;
             ctx.add("events", 1);
             ctx.add("emails_queued", queued);
@@ -283,29 +305,32 @@ impl Task for SendBirthdayWishes {
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        ctx.settings.require_unsubscribe()?;
         let today = local_date(ctx.tz, ctx.now);
         let days = birthdays_on(today);
         let year = today.year();
         let month_day = ctx.dialect.month_day("u.date_of_birth");
         let rule = |q: &mut Sql| {
             format!(
-                "u.email_verified = TRUE AND u.date_of_birth IS NOT NULL AND {month_day} IN ({})",
+                "{MARKETING_CONSENT} AND u.date_of_birth IS NOT NULL AND {month_day} IN ({})",
                 q.bind_list(days.iter().cloned())
             )
         };
         let mail = |q: &mut Sql, ids: &str| {
             let suffix = q.bind(format!(":{year}"));
             let code = q.bind(format!("BDAY{year}-"));
+            let mut payload = vec![
+                ("first_name", "u.first_name".into()),
+                ("offer_code", format!("{code} || u.id")),
+            ];
+            payload.extend(unsubscribe_fields("marketing"));
             OutboxInsert {
                 kind: "birthday",
                 dedupe_key: format!("'birthday:' || u.id || {suffix}"),
                 recipient: "u.email".into(),
                 subject: "'Happy birthday from TicketMax!'".into(),
-                payload: vec![
-                    ("first_name", "u.first_name".into()),
-                    ("offer_code", format!("{code} || u.id")),
-                ],
-                from_where: format!("FROM users u WHERE u.id IN ({ids})"),
+                payload,
+                from_where: format!("FROM users u WHERE u.id IN ({ids}) AND {MARKETING_CONSENT}"),
             }
         };
         run_campaign(ctx, "birthday wishes", &rule, &mail).await?;
@@ -332,10 +357,12 @@ impl Task for SendEventFollowUps {
         let rule = |q: &mut Sql| {
             let (s, e) = (q.bind(day.start), q.bind(day.end));
             let (ss, se) = (q.bind(day.start - hours), q.bind(day.end - hours));
+            let d = q.dialect();
             format!(
-                "e.status <> 'cancelled' AND ((e.ends_at IS NOT NULL AND e.ends_at >= {s} \
-                 AND e.ends_at < {e}) OR (e.ends_at IS NULL AND e.starts_at >= {ss} \
-                 AND e.starts_at < {se}))"
+                "e.status <> 'cancelled' AND ((e.ends_at IS NOT NULL AND {}) \
+                 OR (e.ends_at IS NULL AND {}))",
+                d.within("e.ends_at", &s, &e),
+                d.within("e.starts_at", &ss, &se),
             )
         };
         let sent = Mailing {
@@ -364,7 +391,9 @@ impl Task for SendEventFollowUps {
     }
 }
 
-/// Verified users with no booking in 90+ days (or never), not yet sent: a win-back offer, once.
+/// Users who agreed to marketing mail (verified address, `promotional_emails`), whose account
+/// is older than the inactivity window and who made no booking inside it (or never), not yet
+/// sent: a win-back offer, once. A user who signed up yesterday is not "inactive for 90 days".
 pub struct SendReEngagementEmails;
 
 const INACTIVE_DAYS: i64 = 90;
@@ -376,33 +405,39 @@ impl Task for SendReEngagementEmails {
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
+        ctx.settings.require_unsubscribe()?;
         let limit = ctx
             .param_u64("limit")?
             .unwrap_or(ctx.settings.reengagement_batch_limit);
         let cutoff = ctx.now - Duration::days(INACTIVE_DAYS);
         let rule = |q: &mut Sql| {
             let cutoff = q.bind(cutoff);
+            let d = q.dialect();
             format!(
-                "NOT EXISTS (SELECT 1 FROM bookings b WHERE b.user_id = u.id \
-                 AND b.created_at >= {cutoff})"
+                "{} AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.user_id = u.id AND {})",
+                d.cmp("u.created_at", "<", &cutoff),
+                d.cmp("b.created_at", ">=", &cutoff)
             )
         };
+        let mut payload = vec![
+            ("first_name", "u.first_name".into()),
+            ("offer_code", "'COMEBACK-' || u.id".into()),
+        ];
+        payload.extend(unsubscribe_fields("marketing"));
         let sent = Mailing {
             table: "users",
             alias: "u",
             flag: "reengagement_sent",
             flag_at: "reengagement_sent_at",
             joins: "",
-            row_rule: "{t}.email_verified = TRUE",
+            // Consent is re-checked by the UPDATE on the locked row.
+            row_rule: "{t}.email_verified = TRUE AND {t}.promotional_emails = TRUE",
             rule: &rule,
             kind: "re-engagement",
             dedupe_prefix: "re-engagement",
             recipient: "u.email",
             subject: "'We miss you at TicketMax'".into(),
-            payload: vec![
-                ("first_name", "u.first_name".into()),
-                ("offer_code", "'COMEBACK-' || u.id".into()),
-            ],
+            payload,
             limit: Some(limit),
             counted_as: "reengagement_sent",
         }
@@ -433,8 +468,9 @@ impl Task for SendOrganizerAnalytics {
              CAST(COALESCE(SUM(b.total_amount), 0) AS BIGINT) \
              FROM events e JOIN users u ON u.id = e.organizer_id \
              LEFT JOIN bookings b ON b.event_id = e.id AND b.status = 'confirmed' \
-             WHERE e.starts_at >= {s} AND e.starts_at < {e} AND e.status <> 'cancelled' \
-             GROUP BY e.organizer_id, u.email, u.first_name, e.currency ORDER BY 1, 4"
+             WHERE {} AND e.status <> 'cancelled' \
+             GROUP BY e.organizer_id, u.email, u.first_name, e.currency ORDER BY 1, 4",
+            ctx.dialect.within("e.starts_at", &s, &e)
         ));
         let rows = q
             .fetch_all(&ctx.db)
@@ -480,7 +516,7 @@ impl Task for SendOrganizerAnalytics {
                 payload,
             });
         }
-        let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &mails, chrono::Utc::now())
+        let queued = outbox::insert_rows(&ctx.db, ctx.dialect, &mails, chrono::Utc::now(), ctx.tz)
             .await
             .context("queueing organizer reports")?;
         ctx.set("organizers", organizers.len() as u64);

@@ -10,7 +10,7 @@ use super::aggregates::count;
 use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
 use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, aggregates, run_chunks, zero};
-use crate::db::{Sql, col};
+use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
 
@@ -34,6 +34,8 @@ pub struct StalePayments {
     booking_reason: &'static str,
     mail_kind: &'static str,
     subject: &'static str,
+    /// Subject when another payment already paid the booking, which stands.
+    stands_subject: &'static str,
     /// Summary key of the payments changed.
     counted_as: &'static str,
 }
@@ -49,6 +51,7 @@ impl StalePayments {
         booking_reason: "Payment abandoned",
         mail_kind: "payment-abandoned",
         subject: "Your payment was not completed",
+        stands_subject: "A payment attempt was not completed; your booking stands",
         counted_as: "abandoned",
     };
 
@@ -62,11 +65,15 @@ impl StalePayments {
         booking_reason: "Payment failed: payment gateway timeout",
         mail_kind: "payment-failed",
         subject: "Payment failed",
+        stands_subject: "A payment attempt failed; your booking stands",
         counted_as: "failed",
     };
 
-    fn stale(&self, p: &str, status: &str, cutoff: &str) -> String {
-        format!("{p}.status = {status} AND {p}.created_at < {cutoff}")
+    fn stale(&self, d: Dialect, p: &str, status: &str, cutoff: &str) -> String {
+        format!(
+            "{p}.status = {status} AND {}",
+            d.cmp(&format!("{p}.created_at"), "<", cutoff)
+        )
     }
 }
 
@@ -103,11 +110,11 @@ impl ChunkStep for StaleChunk<'_> {
                 &format!(
                     "SELECT p.id FROM payments p WHERE {} AND p.id > {after} \
                      ORDER BY p.id LIMIT {limit}",
-                    rule.stale("p", &from, &cutoff)
+                    rule.stale(ctx.dialect, "p", &from, &cutoff)
                 ),
                 "p"
             ),
-            recheck = rule.stale("payments", &from, &cutoff),
+            recheck = rule.stale(ctx.dialect, "payments", &from, &cutoff),
         ));
         let rows = q
             .fetch_all(txn)
@@ -133,13 +140,26 @@ impl ChunkStep for StaleChunk<'_> {
             .await
             .context("releasing tickets of stale payments")?;
 
+        // What happened to each booking, so the e-mail says it: released by this chunk, or
+        // already paid by another payment (it stands), or cancelled before.
+        let outcome = format!(
+            "CASE WHEN b.id IS NULL THEN 'none' WHEN b.id IN ({released}) THEN 'released' \
+             WHEN b.status IN ('cancelled', 'refunded') THEN 'already_cancelled' \
+             WHEN b.status = 'confirmed' OR EXISTS (SELECT 1 FROM payments s \
+                  WHERE s.booking_id = b.id AND s.status IN ('success', 'refunded')) \
+             THEN 'stands' ELSE 'unchanged' END",
+            released = id_list(released.iter().map(|r| r.booking_id)),
+        );
         let mut mail = Sql::new(ctx.dialect);
         let subject = mail.bind(rule.subject.to_owned());
+        let stands_subject = mail.bind(rule.stands_subject.to_owned());
         OutboxInsert {
             kind: rule.mail_kind,
             dedupe_key: format!("'{}:' || p.id", rule.mail_kind),
             recipient: "u.email".into(),
-            subject,
+            subject: format!(
+                "CASE {outcome} WHEN 'stands' THEN {stands_subject} ELSE {subject} END"
+            ),
             payload: vec![
                 ("payment_id", "p.id".into()),
                 ("booking_id", "p.booking_id".into()),
@@ -152,15 +172,17 @@ impl ChunkStep for StaleChunk<'_> {
                 ("starts_at", "e.starts_at".into()),
                 ("quantity", "b.quantity".into()),
                 ("booking_status", "b.status".into()),
+                ("booking_outcome", outcome.clone()),
             ],
+            // The e-mail goes to the booking's customer (whoever made this payment attempt).
             from_where: format!(
-                "FROM payments p JOIN users u ON u.id = p.user_id \
-                 LEFT JOIN bookings b ON b.id = p.booking_id \
-                 LEFT JOIN events e ON e.id = b.event_id WHERE p.id IN ({})",
+                "FROM payments p LEFT JOIN bookings b ON b.id = p.booking_id \
+                 LEFT JOIN events e ON e.id = b.event_id \
+                 JOIN users u ON u.id = COALESCE(b.user_id, p.user_id) WHERE p.id IN ({})",
                 id_list(payment_ids.iter().copied())
             ),
         }
-        .push_to(&mut mail, chrono::Utc::now());
+        .push_to(&mut mail, chrono::Utc::now(), ctx.tz);
         let emails = mail
             .execute(txn)
             .await
@@ -201,7 +223,7 @@ impl Task for StalePayments {
         let cutoff = q.bind(ctx.now - Duration::minutes(self.minutes));
         q.push(&format!(
             "SELECT COUNT(*) FROM payments p WHERE {}",
-            self.stale("p", &from, &cutoff)
+            self.stale(ctx.dialect, "p", &from, &cutoff)
         ));
         let total = count(q, ctx, "counting stale payments").await?;
         run_chunks(
@@ -233,10 +255,14 @@ pub struct CleanupOldFailedPayments;
 
 const FAILED_PAYMENT_RETENTION_DAYS: i64 = 30;
 
-fn old_failed(p: &str, cutoff: &str) -> String {
+fn old_failed(d: Dialect, p: &str, cutoff: &str) -> String {
     format!(
-        "{p}.status IN ('failed', 'abandoned') \
-         AND COALESCE({p}.failed_at, {p}.abandoned_at, {p}.created_at) < {cutoff}"
+        "{p}.status IN ('failed', 'abandoned') AND {}",
+        d.cmp(
+            &format!("COALESCE({p}.failed_at, {p}.abandoned_at, {p}.created_at)"),
+            "<",
+            cutoff
+        )
     )
 }
 
@@ -253,7 +279,7 @@ impl Task for CleanupOldFailedPayments {
         let cutoff = q.bind(ctx.now - Duration::days(FAILED_PAYMENT_RETENTION_DAYS));
         q.push(&format!(
             "SELECT COUNT(*) FROM payments p WHERE {}",
-            old_failed("p", &cutoff)
+            old_failed(ctx.dialect, "p", &cutoff)
         ));
         let total = count(q, ctx, "counting old failed payments").await?;
         run_chunks(
@@ -300,7 +326,8 @@ impl Task for GeneratePaymentAnalytics {
         let revenue = aggregates::sum_by_currency(
             ctx,
             "payments",
-            "amount",
+            // What was kept: a partially refunded payment counts its retained part.
+            "amount - refunded_amount",
             "COALESCE(paid_at, created_at)",
             &day,
             "status = 'success'",

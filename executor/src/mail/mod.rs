@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
@@ -21,6 +22,7 @@ use crate::db::{Dialect, Sql, col};
 pub mod money;
 pub mod smtp;
 pub mod templates;
+pub mod unsubscribe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -57,6 +59,9 @@ enum Failure {
 }
 
 struct Claimed {
+    /// The lease this sender holds on the row: its token (a fresh one per claim, so another
+    /// sender's later claim replaces it) and when it runs out.
+    lease: Arc<Lease>,
     id: i64,
     dedupe_key: String,
     kind: String,
@@ -65,6 +70,11 @@ struct Claimed {
     payload: String,
     attempts: i64,
     trace_parent: Option<String>,
+}
+
+struct Lease {
+    token: String,
+    until: chrono::DateTime<Utc>,
 }
 
 /// Deliveries of this process, reported to the control plane with each heartbeat.
@@ -112,6 +122,7 @@ pub struct Sender {
     transport: Transport,
     from: Mailbox,
     frontend_url: String,
+    unsubscribe: Option<unsubscribe::Unsubscribe>,
     lease: chrono::Duration,
     max_attempts: i64,
     wake: Arc<Notify>,
@@ -133,6 +144,7 @@ impl Sender {
         dialect: Dialect,
         mail_dir: PathBuf,
         wake: Arc<Notify>,
+        unsubscribe: Option<unsubscribe::Unsubscribe>,
     ) -> Result<Self, MailError> {
         let from: Mailbox =
             config
@@ -155,6 +167,7 @@ impl Sender {
             transport,
             from,
             frontend_url: config.frontend_url.clone(),
+            unsubscribe,
             lease: chrono::Duration::seconds(
                 i64::try_from(config.mail_lease_seconds).unwrap_or(300),
             ),
@@ -209,7 +222,7 @@ impl Sender {
         let mut items = batch.into_iter().peekable();
         while items.peek().is_some() {
             let group: Vec<Claimed> = items.by_ref().take(MARK_EVERY).collect();
-            let sent: Vec<i64> = futures::stream::iter(group)
+            let sent: Vec<(i64, Arc<Lease>)> = futures::stream::iter(group)
                 .map(|item| self.deliver(item))
                 .buffer_unordered(CONCURRENCY)
                 .filter_map(|id| async move { id })
@@ -218,28 +231,49 @@ impl Sender {
             if sent.is_empty() {
                 continue;
             }
-            if let Err(e) = self.mark_sent(&sent).await {
-                // The lease expires and the rows are retried: duplicates, never a loss.
-                tracing::warn!(count = sent.len(), error = %e, "cannot record e-mails as sent");
+            match self.mark_sent(&sent).await {
+                Ok(marked) if marked < sent.len() as u64 => {
+                    tracing::warn!(
+                        sent = sent.len(),
+                        marked,
+                        "e-mails were sent after their lease passed to another sender; \
+                         that sender records them"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // The lease expires and the rows are retried: duplicates, never a loss.
+                    tracing::warn!(count = sent.len(), error = %e, "cannot record e-mails as sent");
+                }
             }
         }
     }
 
     /// Leases up to BATCH due rows: their next attempt moves past the lease, so another sender
-    /// (or this one after a crash) only retries them once the lease has run out.
+    /// (or this one after a crash) only retries them once the lease has run out, and they get
+    /// this claim's token, which every later UPDATE of this sender requires.
     async fn claim(&self) -> Result<Vec<Claimed>, DbErr> {
         let now = Utc::now();
+        let lease = Arc::new(Lease {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            until: now + self.lease,
+        });
         let mut q = Sql::new(self.dialect);
-        let (at, until, limit) = (q.bind(now), q.bind(now + self.lease), q.bind(BATCH));
+        let (at, until, limit) = (q.bind(now), q.bind(lease.until), q.bind(BATCH));
+        let token = q.bind(lease.token.clone());
+        let d = self.dialect;
         q.push(&format!(
-            "{picked}UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until} \
-             WHERE id IN (SELECT id FROM picked) \
-             AND status = 'pending' AND next_attempt_at <= {at} \
+            "{picked}UPDATE email_outbox SET attempts = attempts + 1, next_attempt_at = {until}, \
+             lease_token = {token} WHERE id IN (SELECT id FROM picked) \
+             AND status = 'pending' AND {due} \
              RETURNING id, dedupe_key, kind, recipient, subject, payload, attempts, trace_parent",
+            due = d.cmp("next_attempt_at", "<=", &at),
             picked = self.dialect.picked(
                 &format!(
                     "SELECT o.id FROM email_outbox o WHERE o.status = 'pending' \
-                     AND o.next_attempt_at <= {at} ORDER BY o.next_attempt_at, o.id LIMIT {limit}"
+                     AND {} ORDER BY {}, o.id LIMIT {limit}",
+                    d.cmp("o.next_attempt_at", "<=", &at),
+                    d.ts("o.next_attempt_at"),
                 ),
                 "o"
             )
@@ -249,6 +283,7 @@ impl Sender {
             .iter()
             .map(|r| {
                 Ok(Claimed {
+                    lease: lease.clone(),
                     id: col(r, 0)?,
                     dedupe_key: col(r, 1)?,
                     kind: col(r, 2)?,
@@ -277,9 +312,22 @@ impl Sender {
         tokio::time::sleep_until(slot).await;
     }
 
-    /// Sends one e-mail; its outbox id when it was sent and is still to be marked `sent`.
-    async fn deliver(&self, item: Claimed) -> Option<i64> {
+    /// How much of its lease a row must have left for a send to start: a send takes up to the
+    /// SMTP timeout, and one still running when the lease passes to another sender could deliver
+    /// the e-mail twice.
+    fn send_margin(&self) -> chrono::Duration {
+        (self.lease / 2).min(chrono::Duration::seconds(60))
+    }
+
+    /// Sends one e-mail; its outbox id (and lease) when it was sent and is still to be marked
+    /// `sent`. A row whose lease is about to run out is left alone: it is due again right away,
+    /// for whichever sender claims it next.
+    async fn deliver(&self, item: Claimed) -> Option<(i64, Arc<Lease>)> {
         self.pace().await;
+        if Utc::now() + self.send_margin() > item.lease.until {
+            tracing::warn!(outbox_id = item.id, kind = %item.kind, "lease of the e-mail runs out before it could be sent; left for the next claim");
+            return None;
+        }
         let transport = match &self.transport {
             Transport::Files(_) => "eml",
             Transport::Smtp(_) => "smtp",
@@ -292,7 +340,7 @@ impl Sender {
         self.deliver_in(item, span.clone()).instrument(span).await
     }
 
-    async fn deliver_in(&self, item: Claimed, span: tracing::Span) -> Option<i64> {
+    async fn deliver_in(&self, item: Claimed, span: tracing::Span) -> Option<(i64, Arc<Lease>)> {
         let result = match self.message(&item) {
             Ok(message) => self.send(&item, message).await,
             Err(failure) => Err(failure),
@@ -308,17 +356,17 @@ impl Sender {
         let outcome = match result {
             Ok(()) => {
                 count_email(&item.kind, "sent");
-                return Some(item.id);
+                return Some((item.id, item.lease));
             }
             Err(Failure::Transient(error)) if item.attempts < self.max_attempts => {
                 let backoff = retry_delay(item.attempts);
                 tracing::warn!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, retry_in_s = backoff.num_seconds(), "e-mail delivery failed; will retry");
-                self.mark_retry(item.id, &error, backoff).await
+                self.mark_retry(item.id, &item.lease, &error, backoff).await
             }
             Err(Failure::Transient(error) | Failure::Permanent(error)) => {
                 tracing::error!(outbox_id = item.id, kind = %item.kind, attempts = item.attempts, %error, "e-mail delivery failed for good");
                 count_email(&item.kind, "failed");
-                self.mark_failed(item.id, &error).await
+                self.mark_failed(item.id, &item.lease, &error).await
             }
         };
         if let Err(e) = outcome {
@@ -333,9 +381,11 @@ impl Sender {
         })?;
         let payload: serde_json::Value = serde_json::from_str(&item.payload)
             .map_err(|e| Failure::Permanent(format!("invalid payload JSON: {e}")))?;
-        let body = templates::render(&item.kind, &payload, &self.frontend_url).map_err(|e| {
-            Failure::Permanent(format!("cannot render the {} template: {e}", item.kind))
-        })?;
+        let links = self.unsubscribe_links(&payload)?;
+        let body = templates::render(&item.kind, &payload, &self.frontend_url, links.as_ref())
+            .map_err(|e| {
+                Failure::Permanent(format!("cannot render the {} template: {e}", item.kind))
+            })?;
         // A stable Message-ID per outbox row lets receivers drop a redelivered copy.
         let message_id = format!(
             "<{}.{}@ticketmax>",
@@ -349,13 +399,56 @@ impl Sender {
                 })
                 .collect::<String>()
         );
-        Message::builder()
+        let mut message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(item.subject.clone())
+            .subject(templates::one_line(&item.subject))
             .message_id(Some(message_id))
             .multipart(MultiPart::alternative_plain_html(body.text, body.html))
-            .map_err(|e| Failure::Permanent(format!("cannot build the message: {e}")))
+            .map_err(|e| Failure::Permanent(format!("cannot build the message: {e}")))?;
+        if let Some(links) = links {
+            // RFC 8058 one-click unsubscribe. The values hold only the link's and the mailto's
+            // characters (checked when configured), so no user data reaches these headers.
+            let headers = message.headers_mut();
+            headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                links.list_unsubscribe,
+            ));
+            headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                links.list_unsubscribe_post.to_owned(),
+            ));
+        }
+        Ok(message)
+    }
+
+    /// The signed unsubscribe links of a newsletter or marketing e-mail (its payload names the
+    /// `unsubscribe_list` and the `user_id`); None for transactional mail.
+    fn unsubscribe_links(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<Option<unsubscribe::Links>, Failure> {
+        let Some(list) = payload.get("unsubscribe_list").and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let list = unsubscribe::List::parse(list)
+            .ok_or_else(|| Failure::Permanent(format!("unknown unsubscribe list '{list}'")))?;
+        let user = payload
+            .get("user_id")
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .ok_or_else(|| Failure::Permanent("marketing e-mail without a user_id".into()))?;
+        match &self.unsubscribe {
+            Some(u) => Ok(Some(u.links(user, list))),
+            // Another executor with the secret may deliver it; never without the link.
+            None => Err(Failure::Transient(
+                "TICKETMAX_UNSUBSCRIBE_SECRET is not set on this executor: a newsletter or \
+                 marketing e-mail is never sent without its unsubscribe link"
+                    .into(),
+            )),
+        }
     }
 
     async fn send(&self, item: &Claimed, message: Message) -> Result<(), Failure> {
@@ -391,19 +484,36 @@ impl Sender {
         }
     }
 
-    async fn mark_sent(&self, ids: &[i64]) -> Result<u64, DbErr> {
-        let mut q = Sql::new(self.dialect);
-        let (now, ids) = (q.bind(Utc::now()), q.bind_list(ids.iter().copied()));
-        q.push(&format!(
-            "UPDATE email_outbox SET status = 'sent', sent_at = {now}, last_error = NULL \
-             WHERE id IN ({ids})"
-        ));
-        q.execute(&self.db).await
+    /// Records the sent rows still leased to this sender. The token is the lease: it changes
+    /// exactly when another sender claims the row, so a row sent after its lease passed on is
+    /// left to its new holder. A lease that ran out without a new claim is still ours, and
+    /// marking its row sent is what keeps it from being sent again.
+    async fn mark_sent(&self, sent: &[(i64, Arc<Lease>)]) -> Result<u64, DbErr> {
+        let mut by_lease: Vec<(&Arc<Lease>, Vec<i64>)> = Vec::new();
+        for (id, lease) in sent {
+            match by_lease.iter_mut().find(|(l, _)| Arc::ptr_eq(l, lease)) {
+                Some((_, ids)) => ids.push(*id),
+                None => by_lease.push((lease, vec![*id])),
+            }
+        }
+        let mut marked = 0;
+        for (lease, ids) in by_lease {
+            let mut q = Sql::new(self.dialect);
+            let (now, ids) = (q.bind(Utc::now()), q.bind_list(ids));
+            let token = q.bind(lease.token.clone());
+            q.push(&format!(
+                "UPDATE email_outbox SET status = 'sent', sent_at = {now}, last_error = NULL \
+                 WHERE id IN ({ids}) AND status = 'pending' AND lease_token = {token}"
+            ));
+            marked += q.execute(&self.db).await?;
+        }
+        Ok(marked)
     }
 
     async fn mark_retry(
         &self,
         id: i64,
+        lease: &Lease,
         error: &str,
         delay: chrono::Duration,
     ) -> Result<u64, DbErr> {
@@ -413,17 +523,21 @@ impl Sender {
             q.bind(error.to_owned()),
             q.bind(id),
         );
+        let token = q.bind(lease.token.clone());
         q.push(&format!(
-            "UPDATE email_outbox SET next_attempt_at = {next}, last_error = {error} WHERE id = {id}"
+            "UPDATE email_outbox SET next_attempt_at = {next}, last_error = {error} \
+             WHERE id = {id} AND status = 'pending' AND lease_token = {token}"
         ));
         q.execute(&self.db).await
     }
 
-    async fn mark_failed(&self, id: i64, error: &str) -> Result<u64, DbErr> {
+    async fn mark_failed(&self, id: i64, lease: &Lease, error: &str) -> Result<u64, DbErr> {
         let mut q = Sql::new(self.dialect);
         let (error, id) = (q.bind(error.to_owned()), q.bind(id));
+        let token = q.bind(lease.token.clone());
         q.push(&format!(
-            "UPDATE email_outbox SET status = 'failed', last_error = {error} WHERE id = {id}"
+            "UPDATE email_outbox SET status = 'failed', last_error = {error} \
+             WHERE id = {id} AND status = 'pending' AND lease_token = {token}"
         ));
         q.execute(&self.db).await
     }
@@ -490,6 +604,158 @@ fn smtp_transport(config: &Config, host: &str) -> Result<Transport, MailError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use clap::Parser as _;
+    use sea_orm_migration::MigratorTrait as _;
+
+    use super::Sender;
+    use crate::db::{self, Dialect, Sql, col};
+
+    async fn outbox_db(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
+        let db = db::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
+            .await
+            .expect("sqlite");
+        crate::schema::Migrator::up(&db, None)
+            .await
+            .expect("migrations");
+        for i in 1..=2 {
+            let mut q = Sql::new(Dialect::Sqlite);
+            let past = q.bind(chrono::Utc::now() - chrono::Duration::minutes(1));
+            q.push(&format!(
+                "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, \
+                 next_attempt_at) VALUES ('k{i}', 'booking-confirmation', 'u{i}@example.com', \
+                 'Hi', '{{}}', {past})"
+            ));
+            q.execute(&db).await.expect("insert");
+        }
+        db
+    }
+
+    fn sender(db: &sea_orm::DatabaseConnection, mail: &std::path::Path, lease: &str) -> Sender {
+        let cli = crate::config::Cli::try_parse_from([
+            "ticketmax-executor",
+            "--mail-lease-seconds",
+            lease,
+        ])
+        .expect("config");
+        Sender::new(
+            &cli.config,
+            db.clone(),
+            Dialect::Sqlite,
+            mail.to_path_buf(),
+            Arc::new(tokio::sync::Notify::new()),
+            None,
+        )
+        .expect("sender")
+    }
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    async fn column(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<String> {
+        let mut q = Sql::new(Dialect::Sqlite);
+        q.push(sql);
+        q.fetch_all(db)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| col::<String>(r, 0).expect("text"))
+            .collect()
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tm_mail_{name}_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    /// A batch that outlived its lease is not delivered by the sender that claimed it once
+    /// another sender has claimed the rows: each e-mail goes out once, from the new holder.
+    #[tokio::test]
+    async fn a_batch_that_outlives_its_lease_is_sent_once_by_the_new_holder() {
+        let dir = scratch("lease");
+        let db = outbox_db(&dir).await;
+        let (mail_a, mail_b) = (dir.join("a"), dir.join("b"));
+        let a = sender(&db, &mail_a, "2");
+        let b = sender(&db, &mail_b, "2");
+        let stale = a.claim().await.expect("claim");
+        assert_eq!(stale.len(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+        let fresh = b
+            .claim()
+            .await
+            .expect("second claim once the lease ran out");
+        assert_eq!(fresh.len(), 2);
+        a.deliver_batch(stale).await;
+        assert_eq!(files(&mail_a), 0, "the old holder sent after its lease");
+        b.deliver_batch(fresh).await;
+        assert_eq!(files(&mail_b), 2);
+        assert_eq!(
+            column(&db, "SELECT status FROM email_outbox ORDER BY id").await,
+            ["sent", "sent"]
+        );
+    }
+
+    /// Outcomes are recorded only where the row still holds this sender's lease token: a sender
+    /// whose rows were claimed again cannot mark them sent or failed under the new holder.
+    #[tokio::test]
+    async fn outcomes_need_the_lease_token() {
+        let dir = scratch("token");
+        let db = outbox_db(&dir).await;
+        let a = sender(&db, &dir.join("a"), "300");
+        let batch = a.claim().await.expect("claim");
+        let lease = batch[0].lease.clone();
+        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        // Another sender took row 1 over (its lease ran out meanwhile).
+        let mut q = Sql::new(Dialect::Sqlite);
+        let id = q.bind(ids[0]);
+        q.push(&format!(
+            "UPDATE email_outbox SET lease_token = 'other', attempts = attempts + 1 WHERE id = {id}"
+        ));
+        q.execute(&db).await.expect("takeover");
+        assert_eq!(
+            a.mark_failed(ids[0], &lease, "boom").await.expect("mark"),
+            0
+        );
+        assert_eq!(
+            a.mark_retry(ids[0], &lease, "boom", chrono::Duration::seconds(30))
+                .await
+                .expect("mark"),
+            0
+        );
+        let sent: Vec<(i64, Arc<super::Lease>)> =
+            ids.iter().map(|id| (*id, lease.clone())).collect();
+        assert_eq!(
+            a.mark_sent(&sent).await.expect("mark"),
+            1,
+            "only row 2 is still ours"
+        );
+        assert_eq!(
+            column(&db, "SELECT status FROM email_outbox ORDER BY id").await,
+            ["pending", "sent"]
+        );
+        assert_eq!(
+            column(
+                &db,
+                "SELECT COALESCE(last_error, '-') FROM email_outbox ORDER BY id"
+            )
+            .await,
+            ["-", "-"]
+        );
+    }
+
     #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(super::retry_delay(1).num_seconds(), 30);

@@ -47,6 +47,10 @@ pub enum TaskError {
     },
     #[error("invalid parameter '{name}': {reason}")]
     InvalidParam { name: String, reason: String },
+    /// The executor lacks a setting this task needs; the run fails rather than send mail that
+    /// breaks a rule (e.g. marketing mail without a signed unsubscribe link).
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 /// Adds "while doing what" to database errors.
@@ -102,6 +106,24 @@ pub struct TaskSettings {
     pub disk_alert_percent: u8,
     pub reengagement_batch_limit: u64,
     pub started_at: DateTime<Utc>,
+    /// Signs unsubscribe links; None when TICKETMAX_UNSUBSCRIBE_SECRET is unset.
+    pub unsubscribe: Option<crate::mail::unsubscribe::Unsubscribe>,
+}
+
+impl TaskSettings {
+    /// Newsletter and marketing jobs call this first: without a secret no e-mail of theirs could
+    /// carry the signed one-click unsubscribe link the law and mailbox providers require.
+    pub fn require_unsubscribe(&self) -> Result<(), TaskError> {
+        match self.unsubscribe {
+            Some(_) => Ok(()),
+            None => Err(TaskError::NotConfigured(
+                "TICKETMAX_UNSUBSCRIBE_SECRET is not set: newsletter and marketing e-mail need \
+                 a signed one-click unsubscribe link, so none is queued (transactional e-mail \
+                 is unaffected)"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// Outcomes of the runs this executor process has finished, for the health report.
@@ -148,7 +170,9 @@ pub struct TaskContext {
     pub job: String,
     pub attempt: u32,
     pub scheduled_for: Option<DateTime<Utc>>,
-    /// Reference time of the run: `params.as_of` if given, else the wall clock at start.
+    pub trigger: RunTrigger,
+    /// Reference time of the run: `params.as_of`, else a scheduled run's tick, else the wall
+    /// clock at start (see [`TaskContext::new`]).
     pub now: DateTime<Utc>,
     pub tz: chrono_tz::Tz,
     pub params: Map<String, Value>,
@@ -169,17 +193,49 @@ pub struct ContextParts {
     pub mail_queued: Arc<Notify>,
 }
 
+/// What fired a run; decides its reference time (see [`TaskContext::new`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunTrigger {
+    /// Fired by the job's schedule: the run belongs to its tick.
+    Schedule,
+    /// TriggerJob, or a control plane too old to say (it sends TRIGGER_UNSPECIFIED).
+    Manual,
+}
+
 pub struct RunRequest {
     pub run_id: String,
     pub job: String,
     pub attempt: u32,
     pub scheduled_for: Option<DateTime<Utc>>,
+    pub trigger: RunTrigger,
     pub tz: chrono_tz::Tz,
     pub params: Map<String, Value>,
 }
 
+/// `params.as_of` as a time, when given.
+fn as_of(params: &Map<String, Value>) -> Result<Option<DateTime<Utc>>, TaskError> {
+    match params.get("as_of") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| TaskError::InvalidParam {
+                name: "as_of".into(),
+                reason: format!("'{s}' is not an RFC 3339 time: {e}"),
+            }),
+        Some(other) => Err(TaskError::InvalidParam {
+            name: "as_of".into(),
+            reason: format!("expected an RFC 3339 string, got {other}"),
+        }),
+    }
+}
+
 impl TaskContext {
     /// Builds the context; fails when `params.as_of` is not RFC 3339.
+    ///
+    /// The reference time ("now" of every window and cutoff): `params.as_of` when given; else,
+    /// for a run fired by the schedule, its tick (`scheduled_for`), so that a run starting late
+    /// (a retry after backoff, a catch-up after an outage, a queued run) still covers the day,
+    /// week or month of its tick; else the wall clock at start.
     pub fn new(
         parts: ContextParts,
         request: RunRequest,
@@ -187,20 +243,14 @@ impl TaskContext {
         cancel: CancellationToken,
         summary: Arc<Mutex<Summary>>,
     ) -> Result<Self, TaskError> {
-        let now = match request.params.get("as_of") {
-            None | Some(Value::Null) => Utc::now(),
-            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| TaskError::InvalidParam {
-                    name: "as_of".into(),
-                    reason: format!("'{s}' is not an RFC 3339 time: {e}"),
-                })?,
-            Some(other) => {
-                return Err(TaskError::InvalidParam {
-                    name: "as_of".into(),
-                    reason: format!("expected an RFC 3339 string, got {other}"),
-                });
-            }
+        let now = match (
+            as_of(&request.params)?,
+            request.trigger,
+            request.scheduled_for,
+        ) {
+            (Some(as_of), _, _) => as_of,
+            (None, RunTrigger::Schedule, Some(tick)) => tick,
+            (None, _, _) => Utc::now(),
         };
         Ok(TaskContext {
             db: parts.db,
@@ -209,6 +259,7 @@ impl TaskContext {
             job: request.job,
             attempt: request.attempt,
             scheduled_for: request.scheduled_for,
+            trigger: request.trigger,
             now,
             tz: request.tz,
             params: request.params,

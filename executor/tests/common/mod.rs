@@ -10,8 +10,10 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::{Map, Value};
 use ticketmax_executor::config::Dirs;
 use ticketmax_executor::db::{self, Dialect, Sql, col};
+use ticketmax_executor::mail::unsubscribe::Unsubscribe;
 use ticketmax_executor::tasks::{
-    ContextParts, RunRequest, RunStats, TaskContext, TaskError, TaskOutput, TaskSettings,
+    ContextParts, RunRequest, RunStats, RunTrigger, TaskContext, TaskError, TaskOutput,
+    TaskSettings,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +29,10 @@ fn unique(prefix: &str) -> String {
 }
 
 pub struct TestDb {
-    pub name: &'static str,
+    /// The backend, and the scenario's reference time when there is one: for messages.
+    pub name: String,
+    /// "sqlite" or "postgres".
+    pub backend: &'static str,
     pub db: DatabaseConnection,
     pub dialect: Dialect,
     pub dirs: Dirs,
@@ -59,6 +64,15 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Fresh databases for a scenario run at the reference time called `label`.
+pub async fn databases_at(label: &str) -> Vec<TestDb> {
+    let mut dbs = databases().await;
+    for t in &mut dbs {
+        t.name = format!("{} at {label}", t.backend);
+    }
+    dbs
 }
 
 /// A migrated SQLite database, plus a migrated Postgres one when configured.
@@ -109,7 +123,8 @@ async fn migrated(
         .expect("migrations");
     let dialect = Dialect::of(&db).expect("dialect");
     TestDb {
-        name,
+        name: name.to_owned(),
+        backend: name,
         db,
         dialect,
         dirs,
@@ -123,12 +138,26 @@ pub fn at(s: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// How a test runs a task: its timezone, the ADMIN_EMAILS it mails reports to, and its
-/// cancellation token. Default: UTC, `ops@example.com`, never cancelled.
+/// The unsubscribe secret of the tests.
+pub const UNSUBSCRIBE_SECRET: &str = "test-unsubscribe-secret-0123456789abcdef";
+
+pub fn unsubscribe() -> Unsubscribe {
+    Unsubscribe::new(UNSUBSCRIBE_SECRET, "https://tickets.example", None).expect("unsubscribe")
+}
+
+/// How a test runs a task: its timezone, the ADMIN_EMAILS it mails reports to, its
+/// cancellation token, what fired it and the unsubscribe signer. Default: UTC,
+/// `ops@example.com`, never cancelled, a manual run with `as_of`, [`UNSUBSCRIBE_SECRET`].
 pub struct RunOpts {
     pub tz: chrono_tz::Tz,
     pub admin_emails: Vec<String>,
     pub cancel: CancellationToken,
+    pub trigger: RunTrigger,
+    /// `scheduled_for` of the run (default: the reference time).
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Whether `params.as_of` is set to the reference time (default true).
+    pub as_of: bool,
+    pub unsubscribe: Option<Unsubscribe>,
 }
 
 impl Default for RunOpts {
@@ -137,6 +166,10 @@ impl Default for RunOpts {
             tz: chrono_tz::UTC,
             admin_emails: vec!["ops@example.com".into()],
             cancel: CancellationToken::new(),
+            trigger: RunTrigger::Manual,
+            scheduled_for: None,
+            as_of: true,
+            unsubscribe: Some(unsubscribe()),
         }
     }
 }
@@ -189,7 +222,9 @@ impl TestDb {
         let registry = ticketmax_executor::jobs::registry();
         let task = registry.get(job).expect("task exists");
         let mut params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
-        params.insert("as_of".into(), Value::String(now.to_rfc3339()));
+        if opts.as_of {
+            params.insert("as_of".into(), Value::String(now.to_rfc3339()));
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = TaskContext::new(
             ContextParts {
@@ -203,6 +238,7 @@ impl TestDb {
                     disk_alert_percent: 90,
                     reengagement_batch_limit: 1000,
                     started_at: now,
+                    unsubscribe: opts.unsubscribe,
                 }),
                 run_stats: Arc::new(RunStats::default()),
                 mail_queued: Arc::new(tokio::sync::Notify::new()),
@@ -211,7 +247,8 @@ impl TestDb {
                 run_id: "test-run".into(),
                 job: job.into(),
                 attempt: 1,
-                scheduled_for: Some(now),
+                scheduled_for: Some(opts.scheduled_for.unwrap_or(now)),
+                trigger: opts.trigger,
                 tz: opts.tz,
                 params,
             },
