@@ -69,18 +69,10 @@ pub fn sha256_hex(secret: &str) -> String {
         })
 }
 
-/// Compares without an early exit, so timing tells nothing about the secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use ticketmax_runtime::credentials::constant_time_eq;
 
 fn bearer(md: &MetadataMap) -> Option<&str> {
-    let value = md.get("authorization")?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    ticketmax_runtime::credentials::bearer(md.get("authorization")?.to_str().ok()?)
 }
 
 impl Auth {

@@ -127,6 +127,32 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 
+    /// Connections open at once on each port (gRPC, HTTP); more are closed at once.
+    #[arg(long, env = "TICKETMAX_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Concurrent streams (requests) per HTTP/2 connection.
+    #[arg(long, env = "TICKETMAX_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: u32,
+
+    /// A connection must send its first bytes (HTTP/2 preface, TLS hello, request line)
+    /// within this, and an HTTP/1 request its head.
+    #[arg(long, env = "TICKETMAX_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000)]
+    pub handshake_timeout_ms: u64,
+
+    /// A connection with no traffic for this long is closed (HTTP/2 clients that answer the
+    /// server's keep-alive pings stay).
+    #[arg(long, env = "TICKETMAX_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Largest HTTP request head (bytes); larger gets 431.
+    #[arg(long, env = "TICKETMAX_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// How far in the past a run's `as_of` parameter may reach, in days.
+    #[arg(long, env = "TICKETMAX_AS_OF_HORIZON_DAYS", default_value_t = 400)]
+    pub as_of_horizon_days: u32,
+
     /// Finished runs (and their events) older than this many days are deleted; 0 keeps
     /// everything.
     #[arg(long, env = "TICKETMAX_RUN_RETENTION_DAYS", default_value_t = 30)]
@@ -168,6 +194,14 @@ impl Config {
         Duration::from_millis(self.executor_timeout_ms)
     }
 
+    pub fn connection_limits(&self) -> ticketmax_runtime::net::ConnectionLimits {
+        ticketmax_runtime::net::ConnectionLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+
     pub fn run_lease(&self) -> Duration {
         Duration::from_millis(self.run_lease_ms)
     }
@@ -175,12 +209,7 @@ impl Config {
 
 /// Strips credentials from a database URL for logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
+    ticketmax_runtime::redact::url(url)
 }
 
 #[cfg(test)]

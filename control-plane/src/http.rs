@@ -78,26 +78,85 @@ pub fn router(app: SharedApp) -> Router {
     router.with_state(state)
 }
 
-/// Serves until `shutdown`, over TLS when `tls` is given (see `tls.rs`).
+/// Serves until `shutdown`, over TLS when `tls` is given, under the connection limits
+/// (`ticketmax_runtime::net`): a cap per port, a deadline for the first bytes and for a request
+/// head, idle connections closed, heads over `TICKETMAX_MAX_HEADER_BYTES` answered with 431.
 pub async fn serve(
     app: SharedApp,
     listener: tokio::net::TcpListener,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = router(app);
-    match tls {
-        Some(config) => {
-            axum::serve(crate::tls::TlsListener::new(listener, config), router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use std::time::Duration;
+
+    let router = router(app.clone());
+    let config = &app.config;
+    let listener =
+        ticketmax_runtime::net::GuardedListener::new(listener, config.connection_limits(), "HTTP");
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handshake = Duration::from_millis(config.handshake_timeout_ms);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        // hyper answers a head that does not fit with 431 Request Header Fields Too Large.
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = std::sync::Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let served = match acceptor {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(io)).await {
+                        Ok(Ok(tls)) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "HTTP TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
     }
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after 5 s of shutdown");
+    }
+    Ok(())
 }
 
 fn error_response(status: &tonic::Status) -> Response {
@@ -251,7 +310,10 @@ async fn metrics(State(h): State<Http>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     };
-    let executors = store.executors(None).await.unwrap_or_default();
+    let executors = h
+        .app
+        .executors
+        .overlay(store.executors(None).await.unwrap_or_default());
     let timeout = h.app.config.executor_timeout();
     let live_executors: Vec<_> = executors
         .iter()

@@ -28,6 +28,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metrics;
+pub mod params;
 pub mod scheduler;
 pub mod server;
 pub mod store;
@@ -85,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The database may come up after the control plane (compose, a restarting Postgres, a pool
 /// briefly exhausted): retry for a minute before giving up.
 async fn connect_with_retry(url: &str) -> anyhow::Result<store::Store> {
+    // A URL that cannot work never will: say so once instead of retrying for a minute.
+    check_database_url(url)?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut wait = std::time::Duration::from_millis(200);
     loop {
@@ -101,4 +104,21 @@ async fn connect_with_retry(url: &str) -> anyhow::Result<store::Store> {
             }
         }
     }
+}
+
+/// The database URL is one the control plane can use (scheme and syntax), checked before any
+/// connection attempt; the message never repeats the URL's credentials.
+fn check_database_url(url: &str) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let shown = config::redact_url(url);
+    let parsed = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        sea_orm::sqlx::postgres::PgConnectOptions::from_str(url).map(|_| ())
+    } else if url.starts_with("sqlite:") {
+        sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).map(|_| ())
+    } else {
+        anyhow::bail!(
+            "DATABASE_URL {shown}: unsupported scheme; use postgres://... or sqlite://..."
+        );
+    };
+    parsed.map_err(|_| anyhow::anyhow!("DATABASE_URL {shown} is not a valid connection string"))
 }

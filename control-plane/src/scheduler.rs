@@ -167,7 +167,7 @@ pub async fn record_tick(
     skip: Option<String>,
 ) -> Option<Created> {
     let span = tracing::info_span!("tick", job = %job.name, scheduled_for = %tick, lateness_ms = (Utc::now() - tick).num_milliseconds());
-    let trace_parent = ticketmax_proto::telemetry::traceparent(&span);
+    let trace_parent = ticketmax_runtime::telemetry::traceparent(&span);
     let name = job.name.clone();
     let new = NewRun {
         job,

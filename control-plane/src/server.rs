@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use ticketmax_runtime::net::GuardedListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -47,6 +48,9 @@ const SERVICES: [&str; 3] = [
 /// Builds the replica (engine writers, caches) around `store` and serves until SIGTERM or
 /// SIGINT.
 pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<()> {
+    if let Some(n) = ticketmax_runtime::net::raise_fd_limit() {
+        tracing::debug!(open_files = n, "file descriptor limit");
+    }
     let (enqueuer, enqueue_queue) = enqueue::channel();
     let (completer, complete_queue) = completer::channel();
     let (heartbeats, heartbeat_queue) = heartbeats::channel();
@@ -153,7 +157,14 @@ pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<(
     ));
 
     let server_shutdown = shutdown.clone();
-    let mut builder = Server::builder();
+    let limits = app.config.connection_limits();
+    let incoming = GuardedListener::new(listener, limits, "gRPC").incoming();
+    // Keep-alive pings find clients that vanished; clients that answer stay connected.
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(app.config.max_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(crate::api::decode_errors::DecodeErrorsLayer);
     if let Some(tls) = tls::grpc_server(&app.config)? {
         builder = builder.tls_config(tls).context("configuring gRPC TLS")?;
     }
@@ -172,10 +183,7 @@ pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<(
             ExecutorRegistryServer::new(RegistryApi::new(app.clone(), executor_names))
                 .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            server_shutdown.cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned());
     let server = tokio::spawn(server);
     let http = tokio::spawn(crate::http::serve(
         app.clone(),
@@ -312,24 +320,5 @@ fn warn_if_exposed(app: &SharedApp, grpc: std::net::SocketAddr, http: std::net::
 }
 
 async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    ticketmax_runtime::shutdown::signal().await;
 }

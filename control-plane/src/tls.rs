@@ -3,18 +3,13 @@
 //! `TICKETMAX_TLS_KEY`) serve both ports and are presented to executors as this replica's client
 //! identity; `TICKETMAX_TLS_CLIENT_CA` turns on mutual TLS on both ports; `TICKETMAX_TLS_CA` is
 //! the CA executors' certificates are checked against. rustls with ring, no OpenSSL.
-use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, net::TcpStream, task::JoinSet};
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{
-        self, RootCertStore, ServerConfig,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-        server::WebPkiClientVerifier,
-    },
-    server::TlsStream,
+use tokio_rustls::rustls::{
+    self, RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -107,86 +102,14 @@ pub fn http_server(c: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let mut config = builder
         .with_single_cert(chain, key_der)
         .context("TICKETMAX_TLS_CERT and TICKETMAX_TLS_KEY do not make a usable identity")?;
-    // axum serves HTTP/1.1 only.
+    // HTTP/1.1 on the HTTP port (the gRPC port is where HTTP/2 clients go).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
 
-/// A slow or silent client may not hold a handshake slot for longer than this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An axum listener that hands out connections once their TLS handshake is done. Handshakes run
-/// concurrently in a set this listener owns, so one slow client does not stall the others and
-/// none outlives the server.
-pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(config),
-            handshakes: JoinSet::new(),
-        }
-    }
-}
-
-async fn handshake(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Some((tls, peer)),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "HTTP TLS handshake timed out");
-            None
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        self.handshakes.spawn(handshake(self.acceptor.clone(), stream, peer));
-                    }
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(ready)) = done {
-                        return ready;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
 /// TICKETMAX_TLS_EXECUTOR_NAMES, parsed.
-pub fn executor_names(c: &Config) -> anyhow::Result<ticketmax_proto::peer_names::PeerNames> {
-    ticketmax_proto::peer_names::PeerNames::parse(
+pub fn executor_names(c: &Config) -> anyhow::Result<ticketmax_runtime::peer_names::PeerNames> {
+    ticketmax_runtime::peer_names::PeerNames::parse(
         c.tls_executor_names.as_deref().unwrap_or(""),
         "TICKETMAX_TLS_EXECUTOR_NAMES",
     )

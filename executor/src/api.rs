@@ -31,13 +31,13 @@ use crate::tasks::{
 #[derive(Clone)]
 pub struct RequireToken {
     expected: Option<String>,
-    names: ticketmax_proto::peer_names::PeerNames,
+    names: ticketmax_runtime::peer_names::PeerNames,
 }
 
 impl RequireToken {
-    pub fn new(token: Option<String>, names: ticketmax_proto::peer_names::PeerNames) -> Self {
+    pub fn new(token: Option<String>, names: ticketmax_runtime::peer_names::PeerNames) -> Self {
         RequireToken {
-            expected: token.map(|t| format!("Bearer {t}")),
+            expected: token,
             names,
         }
     }
@@ -53,20 +53,23 @@ impl tonic::service::Interceptor for RequireToken {
         let given = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .and_then(ticketmax_runtime::credentials::bearer);
         match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(given)
+                if ticketmax_runtime::credentials::constant_time_eq(
+                    given.as_bytes(),
+                    expected.as_bytes(),
+                ) =>
+            {
+                Ok(request)
+            }
             Some(_) => Err(Status::unauthenticated("wrong executor token")),
             None => Err(Status::unauthenticated(
                 "missing executor token: set TICKETMAX_EXECUTOR_TOKEN on the control plane",
             )),
         }
     }
-}
-
-/// Compares without an early exit, so the time taken does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// How long a cancelled or timed-out task gets to reach its next chunk boundary before it is
@@ -126,6 +129,7 @@ fn finished(
         summary: Some(json_map_to_struct(summary)),
         error,
         reports,
+        permanent: false,
     }))
 }
 
@@ -231,9 +235,9 @@ impl Executor for ExecutorService {
         );
 
         let span = tracing::info_span!("task", job = %req.job, run_id = %req.run_id, attempt = req.attempt, trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
-        ticketmax_proto::telemetry::adopt(&span, &metadata);
+        ticketmax_runtime::telemetry::adopt(&span, &metadata);
         // Every log line of the run carries the trace id (span fields are part of each line).
-        let trace_id = ticketmax_proto::telemetry::trace_id(&span);
+        let trace_id = ticketmax_runtime::telemetry::trace_id(&span);
         if !trace_id.is_empty() {
             span.record("trace_id", trace_id.as_str());
         }

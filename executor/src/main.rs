@@ -20,16 +20,30 @@ use ticketmax_executor::{api, db, jobs, mail, registration, schema, seed, tasks,
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // sqlx reports "relation already exists" notices of idempotent migrations at info.
-    let telemetry = ticketmax_proto::telemetry::init(
+    let c = &cli.config;
+    let secrets = ticketmax_runtime::redact::Secrets::new()
+        .url(Some(&c.database_url()))
+        .value(c.executor_token.as_deref())
+        .value(c.smtp_pass.as_deref())
+        .value(c.unsubscribe_secret.as_deref());
+    let telemetry = ticketmax_runtime::telemetry::init(
         "ticketmax-executor",
         "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
+        secrets.clone(),
     );
     let result = run(cli).await;
     telemetry.shutdown();
-    result
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // Through the same redaction as the log: a database error may quote the URL.
+        Err(e) => {
+            eprintln!("Error: {}", secrets.redact(&format!("{e:#}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -54,23 +68,11 @@ async fn migrated_db(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let url = config.database_url();
     let db = db::connect(&url)
         .await
-        .with_context(|| format!("connecting to {}", redact(&url)))?;
+        .with_context(|| format!("connecting to {}", ticketmax_runtime::redact::url(&url)))?;
     schema::Migrator::up(&db, None)
         .await
         .context("running the ticketing schema migrations")?;
     Ok(db)
-}
-
-/// The URL without its password, for logs and errors.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -182,7 +184,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         %executor_id, listen = %bound, advertise = %advertise_url,
-        database = %redact(&config.database_url()), tasks = registry.names().len(),
+        database = %ticketmax_runtime::redact::url(&config.database_url()), tasks = registry.names().len(),
         tls = config.tls_cert.is_some(), mutual_tls = config.tls_client_ca.is_some(),
         token = config.executor_token().is_some(),
         "executor serving"
@@ -256,26 +258,7 @@ fn warn_about_unsubscribe(config: &Config, configured: bool) {
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    ticketmax_runtime::shutdown::signal().await;
     tracing::info!("shutdown requested: cancelling running tasks");
     shutdown.cancel();
 }

@@ -50,7 +50,7 @@ impl OutboxInsert<'_> {
 
 /// The trace context of the code queueing an e-mail (the run's task span), stored with the row.
 fn current_traceparent() -> Option<String> {
-    ticketmax_proto::telemetry::traceparent(&tracing::Span::current())
+    ticketmax_runtime::telemetry::traceparent(&tracing::Span::current())
 }
 
 /// One e-mail whose payload was built in Rust (reports, alerts, aggregated figures).

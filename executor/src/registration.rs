@@ -88,6 +88,7 @@ impl Registration {
                     address: self.advertise_url.clone(),
                     jobs: self.jobs.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
+                    tasks: Vec::new(),
                 };
                 match client.register(self.request(request)).await {
                     Ok(resp) => {
@@ -137,6 +138,7 @@ impl Registration {
                     outbox_pending,
                     emails_sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                     emails_failed: stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+                    session: String::new(),
                 };
                 match client.heartbeat(self.request(request)).await {
                     Ok(resp) if resp.get_ref().known => {

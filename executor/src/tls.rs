@@ -78,8 +78,8 @@ pub fn control_plane(c: &Config) -> anyhow::Result<Endpoint> {
 }
 
 /// TICKETMAX_TLS_CLIENT_NAMES, parsed.
-pub fn client_names(c: &Config) -> anyhow::Result<ticketmax_proto::peer_names::PeerNames> {
-    ticketmax_proto::peer_names::PeerNames::parse(
+pub fn client_names(c: &Config) -> anyhow::Result<ticketmax_runtime::peer_names::PeerNames> {
+    ticketmax_runtime::peer_names::PeerNames::parse(
         c.tls_client_names.as_deref().unwrap_or(""),
         "TICKETMAX_TLS_CLIENT_NAMES",
     )

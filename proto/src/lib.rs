@@ -1,7 +1,7 @@
 //! The gRPC contract of TicketMax Jobs (`ticketmax.jobs.v1`) and small conversions around it.
 //!
-//! Both processes and every client depend on this crate only; the control plane and the executor
-//! never share code beyond it.
+//! Both processes and every client depend on this crate for the contract; what the two binaries
+//! share at run time beyond it is `ticketmax-runtime`. They never depend on each other.
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
@@ -20,9 +20,3 @@ pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 mod convert;
 pub use convert::*;
-
-#[cfg(feature = "telemetry")]
-pub mod telemetry;
-
-#[cfg(feature = "peer-names")]
-pub mod peer_names;

@@ -172,6 +172,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     }
 }
 
+/// tonic reads the peer address (and, over TLS, the peer's certificates) through this.
+impl tonic::transport::server::Connected for Guarded<TcpStream> {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
 /// A TCP listener that hands out [`Guarded`] connections, at most `max_connections` at once.
 pub struct GuardedListener {
     listener: TcpListener,
@@ -205,7 +214,11 @@ impl GuardedListener {
                     Ok(permit) => {
                         let _ = stream.set_nodelay(true);
                         if refused > 0 {
-                            tracing::warn!(port = self.port, refused, "connections refused: the connection cap was reached");
+                            tracing::warn!(
+                                port = self.port,
+                                refused,
+                                "connections refused: the connection cap was reached"
+                            );
                         }
                         return (Guarded::new(stream, &self.limits, Some(permit)), peer);
                     }
@@ -326,7 +339,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (got, err) = reader.await.expect("reader");
-        assert_eq!(err, Some(io::ErrorKind::TimedOut), "trickle of {} bytes", got.len());
+        assert_eq!(
+            err,
+            Some(io::ErrorKind::TimedOut),
+            "trickle of {} bytes",
+            got.len()
+        );
 
         let (mut server, mut client, _l) = pair(quick()).await;
         client.write_all(&[b'p'; 24]).await.expect("preface");
@@ -346,7 +364,11 @@ mod tests {
         while total < 24 + 16 {
             total += server.read(&mut buf).await.expect("open connection");
         }
-        let _client = writer.await.ok().flatten().expect("the writer kept writing");
+        let _client = writer
+            .await
+            .ok()
+            .flatten()
+            .expect("the writer kept writing");
         let err = server.read(&mut buf).await.expect_err("idle");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }

@@ -1524,6 +1524,7 @@ async fn impostor_executors_are_refused_and_the_real_one_works() {
         address: format!("http://{ex_addr}"),
         jobs: vec![CANCEL_EXPIRED.into()],
         version: "0.0.0".into(),
+        ..Default::default()
     };
     for token in [
         None,
@@ -1846,6 +1847,7 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
         address: "https://127.0.0.1:1".into(),
         jobs: vec![CANCEL_EXPIRED.into()],
         version: "0.0.0".into(),
+        ..Default::default()
     };
     let refused = match channel(https.clone(), Some(tls(&ca.pem(), Some(&stranger)))).await {
         Ok(ch) => ExecutorRegistryClient::new(ch)
@@ -2055,6 +2057,7 @@ async fn mutual_tls_between_every_process() {
         address: format!("https://{ex_addr}"),
         jobs: vec![CANCEL_EXPIRED.into()],
         version: "0.0.0".into(),
+        ..Default::default()
     };
     let r = ExecutorRegistryClient::new(
         channel(cp_url.clone(), Some(tls(&ca.pem(), Some(&ctl))))

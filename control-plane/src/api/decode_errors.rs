@@ -73,13 +73,18 @@ mod tests {
         h.insert("grpc-status", HeaderValue::from_static("13"));
         h.insert(
             "grpc-message",
-            HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message:%20recursion%20limit%20reached"),
+            HeaderValue::from_static(
+                "failed%20to%20decode%20Protobuf%20message:%20recursion%20limit%20reached",
+            ),
         );
         rewrite(&mut h);
         assert_eq!(h["grpc-status"], "3");
         let mut other = http::HeaderMap::new();
         other.insert("grpc-status", HeaderValue::from_static("13"));
-        other.insert("grpc-message", HeaderValue::from_static("database%20corrupt"));
+        other.insert(
+            "grpc-message",
+            HeaderValue::from_static("database%20corrupt"),
+        );
         rewrite(&mut other);
         assert_eq!(other["grpc-status"], "13");
     }

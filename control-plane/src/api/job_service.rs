@@ -130,9 +130,10 @@ impl JobService for JobApi {
             .map(|j| job_to_proto(j, last.get(&j.name)))
             .collect();
         let timeout = self.app.config.executor_timeout();
-        let executors = store
-            .executors(None)
-            .await?
+        let executors = self
+            .app
+            .executors
+            .overlay(store.executors(None).await?)
             .iter()
             .map(|e| executor_to_proto(e, timeout))
             .collect();
@@ -202,12 +203,26 @@ impl JobService for JobApi {
         let metadata = req.metadata().clone();
         let req = requests::TriggerJob::try_from(req.into_inner())?;
         let job = self.job(&req.job)?;
+        if !req.params_map.is_empty() {
+            let declared = self.app.executors.declared_params(
+                &job.name,
+                self.app.config.executor_timeout(),
+                Utc::now(),
+            );
+            crate::params::check(
+                declared.as_deref(),
+                &req.params_map,
+                Utc::now(),
+                self.app.config.as_of_horizon_days,
+            )
+            .map_err(|e| Status::invalid_argument(format!("{}: {e}", job.name)))?;
+        }
         if let Some(p) = &who {
             self.app.auth.allow_trigger(&p.name)?;
         }
         let span = tracing::info_span!("trigger_job", job = %job.name);
-        ticketmax_proto::telemetry::adopt(&span, &metadata);
-        let trace_parent = ticketmax_proto::telemetry::traceparent(&span);
+        ticketmax_runtime::telemetry::adopt(&span, &metadata);
+        let trace_parent = ticketmax_runtime::telemetry::traceparent(&span);
         let new = NewRun {
             job,
             trigger: Trigger::Manual,

@@ -3,7 +3,8 @@
 //! timeout, many per statement.
 use tonic::{Request, Response, Status};
 
-use ticketmax_proto::{peer_names::PeerNames, v1};
+use ticketmax_proto::v1;
+use ticketmax_runtime::peer_names::PeerNames;
 
 use super::requests::{MAX_NAME_LEN, require_name, text};
 use crate::{
@@ -61,11 +62,40 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         if req.jobs.len() > 1000 || req.jobs.iter().any(|j| j.len() > MAX_NAME_LEN) {
             return Err(Status::invalid_argument("too many or too long job names"));
         }
-        let model = self
+        let tasks = crate::params::from_proto(&req.tasks).map_err(Status::invalid_argument)?;
+        let tasks = serde_json::to_string(&tasks).unwrap_or_else(|_| "[]".into());
+        let live_since = store::now()
+            - chrono::Duration::from_std(self.app.config.executor_timeout()).unwrap_or_default();
+        let registration = store::executors::Registration {
+            id: &id,
+            address,
+            jobs: &req.jobs,
+            version: &req.version,
+            tasks: &tasks,
+        };
+        let model = match self
             .app
             .store
-            .register_executor(&id, address, &req.jobs, &req.version)
-            .await?;
+            .register_executor(&registration, live_since)
+            .await?
+        {
+            Ok(model) => model,
+            Err(holder) => {
+                tracing::error!(
+                    executor = %id,
+                    address,
+                    holder = %holder.address,
+                    "REFUSED a registration of a live executor id from another address: another process \
+                     holds this id (an impostor with the executor secret, or two executors configured \
+                     with the same TICKETMAX_EXECUTOR_ID)"
+                );
+                return Err(Status::already_exists(format!(
+                    "executor id '{id}' is registered from another address and alive; \
+                     give each executor its own TICKETMAX_EXECUTOR_ID"
+                )));
+            }
+        };
+        let session = model.session.clone().unwrap_or_default();
         self.app.executors.registered(model);
         tracing::info!(
             executor = %id,
@@ -77,6 +107,7 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         Ok(Response::new(v1::RegisterResponse {
             executor_id: id,
             heartbeat_interval_ms: self.app.config.heartbeat_interval_ms,
+            session,
         }))
     }
 
@@ -93,15 +124,27 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
             emails_sent: i64::try_from(req.emails_sent).unwrap_or(i64::MAX),
             emails_failed: i64::try_from(req.emails_failed).unwrap_or(i64::MAX),
         };
+        let session = text("session", &req.session)?.to_string();
         let now = store::now();
-        let every = self.app.config.executor_timeout() / 3;
-        let known = match self.app.executors.heartbeat(&id, figures, now, every) {
+        // Often enough that the stored heartbeat is never older than the timeout for the other
+        // replicas (it lags by at most this plus one heartbeat interval).
+        let every = persist_every(
+            self.app.config.executor_timeout(),
+            std::time::Duration::from_millis(u64::from(self.app.config.heartbeat_interval_ms)),
+        );
+        let known = match self
+            .app
+            .executors
+            .heartbeat(&id, &session, figures, now, every)
+        {
             Heartbeat::Known => true,
+            Heartbeat::Displaced => false,
             Heartbeat::Persist => {
                 let row = store::executors::HeartbeatRow {
                     id: id.clone(),
                     at: now,
                     figures,
+                    session: session.clone(),
                 };
                 let known = self
                     .app
@@ -113,7 +156,17 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
                 known
             }
         };
-        Ok(Response::new(v1::HeartbeatResponse { known }))
+        // Not known: either the id is free (register again) or another registration holds it.
+        let displaced =
+            !known
+                && !session.is_empty()
+                && self.app.store.executor(&id).await?.is_some_and(|e| {
+                    !e.deregistered && e.session.as_deref() != Some(session.as_str())
+                });
+        if displaced {
+            tracing::error!(executor = %id, "heartbeat from a displaced registration: another process registered this executor id");
+        }
+        Ok(Response::new(v1::HeartbeatResponse { known, displaced }))
     }
 
     async fn deregister(
@@ -128,4 +181,13 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         tracing::info!(executor = %id, "executor deregistered");
         Ok(Response::new(v1::DeregisterResponse {}))
     }
+}
+
+/// How often a heartbeat must reach the database: half of what the executor timeout leaves
+/// after one heartbeat interval.
+fn persist_every(
+    timeout: std::time::Duration,
+    interval: std::time::Duration,
+) -> std::time::Duration {
+    (timeout.saturating_sub(interval) / 2).max(std::time::Duration::from_millis(250))
 }

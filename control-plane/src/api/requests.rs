@@ -57,6 +57,8 @@ pub struct TriggerJob {
     pub idempotency_key: Option<String>,
     /// JSON text, `None` when empty.
     pub params: Option<String>,
+    /// The same, as an object (a non-object `Struct` cannot arrive: the wire type is a map).
+    pub params_map: serde_json::Map<String, serde_json::Value>,
 }
 
 impl TryFrom<v1::TriggerJobRequest> for TriggerJob {
@@ -75,6 +77,10 @@ impl TryFrom<v1::TriggerJobRequest> for TriggerJob {
         if let Some(p) = &params {
             json_text("params", p)?;
         }
+        let params_map = match &params {
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
         let params = params.map(|p| p.to_string()).filter(|p| p != "{}");
         if params.as_ref().is_some_and(|p| p.len() > MAX_PARAMS_BYTES) {
             return Err(Status::invalid_argument(format!(
@@ -85,6 +91,7 @@ impl TryFrom<v1::TriggerJobRequest> for TriggerJob {
             job: require_name("job name", &req.job)?,
             idempotency_key: (!key.is_empty()).then_some(key),
             params,
+            params_map,
         })
     }
 }
@@ -112,8 +119,8 @@ impl TryFrom<v1::ListRunsRequest> for ListRuns {
         } else {
             // Exactly the spelling the server issued (a run id): not upper case, braces, a
             // URN or the hyphen-less form, which would page from a different place.
-            let issued = uuid::Uuid::parse_str(token)
-                .is_ok_and(|u| u.hyphenated().to_string() == token);
+            let issued =
+                uuid::Uuid::parse_str(token).is_ok_and(|u| u.hyphenated().to_string() == token);
             if !issued {
                 return Err(Status::invalid_argument(
                     "page_token is not one this server issued",

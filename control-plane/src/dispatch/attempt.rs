@@ -22,14 +22,75 @@ use crate::{
     app::SharedApp,
     engine::{attempts::Signal, hub::live_event},
     lifecycle::{self, EventPayload, ReportDraft, RunState, Settlement},
-    store::{
-        self,
-        events::{Assignment, EventRecord},
-        executor, job,
-        lifecycle::SettleRow,
-        run,
-    },
+    store::{self, events::EventRecord, executor, job, lifecycle::SettleRow, run},
 };
+
+/// What one attempt may store, whatever its executor sends: a forged or runaway executor cannot
+/// flood the database or the watchers.
+pub mod limits {
+    /// Events stored per attempt.
+    pub const MAX_EVENTS: u64 = 10_000;
+    /// Events per second, with a burst of twice as many.
+    pub const EVENTS_PER_SECOND: f64 = 200.0;
+    /// Bytes of one event's text.
+    pub const MAX_TEXT: usize = 4096;
+    /// Bytes of the summary.
+    pub const MAX_SUMMARY: usize = 64 * 1024;
+    /// Reports per run, and bytes of each.
+    pub const MAX_REPORTS: usize = 64;
+    pub const MAX_REPORT: usize = 256 * 1024;
+}
+
+/// A token bucket over the attempt's events.
+struct Budget {
+    tokens: f64,
+    last: tokio::time::Instant,
+    stored: u64,
+    dropped: u64,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            tokens: limits::EVENTS_PER_SECOND * 2.0,
+            last: tokio::time::Instant::now(),
+            stored: 0,
+            dropped: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * limits::EVENTS_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(limits::EVENTS_PER_SECOND * 2.0);
+        self.last = now;
+        if self.tokens >= 1.0 && self.stored < limits::MAX_EVENTS {
+            self.tokens -= 1.0;
+            self.stored += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+/// `text` cut to `max` bytes on a character boundary, NUL bytes replaced (the database stores
+/// no NUL in text, and one would fail the whole batch).
+fn truncated(mut text: String, max: usize) -> String {
+    if text.contains('\0') {
+        text = text.replace('\0', "\u{fffd}");
+    }
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
 
 pub struct Attempt {
     app: SharedApp,
@@ -43,6 +104,7 @@ pub struct Attempt {
     timeout: Duration,
     /// The sequence number of this attempt's newest event.
     seq: i64,
+    budget: Budget,
 }
 
 /// How the attempt ended, before it is settled.
@@ -78,6 +140,7 @@ impl Attempt {
             signals,
             timeout,
             seq,
+            budget: Budget::new(),
         }
     }
 
@@ -85,10 +148,10 @@ impl Attempt {
     pub async fn run(self) {
         let span = tracing::info_span!("dispatch", job = %self.run.job, run_id = %self.run.id, attempt = self.run.attempt, executor = %self.executor.id, trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
         if let Some(tp) = &self.run.trace_parent {
-            ticketmax_proto::telemetry::adopt_traceparent(&span, tp);
+            ticketmax_runtime::telemetry::adopt_traceparent(&span, tp);
         }
         // Every log line of the run carries the trace id (span fields are part of each line).
-        let trace_id = ticketmax_proto::telemetry::trace_id(&span);
+        let trace_id = ticketmax_runtime::telemetry::trace_id(&span);
         if !trace_id.is_empty() {
             span.record("trace_id", trace_id.as_str());
         }
@@ -97,22 +160,26 @@ impl Attempt {
 
     async fn execute(mut self) {
         tracing::info!(job = %self.run.job, run_id = %self.run.id, attempt = self.run.attempt, executor = %self.executor.id, "dispatching");
-        let deadline = store::now() + chrono::Duration::from_std(self.timeout).unwrap_or_default();
         let message = format!(
             "attempt {} on executor {}",
             self.run.attempt, self.executor.id
         );
-        let assignment = Assignment {
-            run_id: self.run.id.clone(),
-            attempt: self.run.attempt,
-            executor_id: self.executor.id.clone(),
-            deadline_at: deadline,
-        };
-        self.emit(
-            EventPayload::state(RunState::Running, self.run.attempt, message),
-            Some(assignment),
-        );
+        self.emit(EventPayload::state(
+            RunState::Running,
+            self.run.attempt,
+            message,
+        ));
         let end = self.stream().await;
+        if self.budget.dropped > 0 {
+            let message = format!(
+                "{} events from the executor were dropped: over {} per second or {} in all",
+                self.budget.dropped,
+                limits::EVENTS_PER_SECOND,
+                limits::MAX_EVENTS
+            );
+            tracing::warn!(run_id = %self.run.id, dropped = self.budget.dropped, "event limits reached");
+            self.emit(EventPayload::log("warn", message));
+        }
         let settlement = match end {
             End::Settle(s) => Some(s),
             End::Failed(error) => Some(lifecycle::after_failure(
@@ -139,23 +206,20 @@ impl Attempt {
     }
 
     /// Numbers an event, publishes it to watchers and queues it for the database.
-    fn emit(&mut self, payload: EventPayload, assignment: Option<Assignment>) {
+    fn emit(&mut self, payload: EventPayload) {
         self.seq += 1;
         let at = store::now();
         self.app.hub.publish(
             &self.run.id,
             live_event(&self.run.id, self.seq, at, &payload),
         );
-        self.app.completer.append(
-            vec![EventRecord {
-                run_id: self.run.id.clone(),
-                attempt: self.run.attempt,
-                seq: self.seq,
-                at,
-                payload,
-            }],
-            assignment,
-        );
+        self.app.completer.append(vec![EventRecord {
+            run_id: self.run.id.clone(),
+            attempt: self.run.attempt,
+            seq: self.seq,
+            at,
+            payload,
+        }]);
     }
 
     fn client(&self) -> Result<ExecutorClient<Channel>, String> {
@@ -194,7 +258,7 @@ impl Attempt {
             trigger: self.run.trigger.to_proto().into(),
         };
         let mut request = tonic::Request::new(request);
-        ticketmax_proto::telemetry::inject(&tracing::Span::current(), request.metadata_mut());
+        ticketmax_runtime::telemetry::inject(&tracing::Span::current(), request.metadata_mut());
         self.authenticate(request.metadata_mut());
         let mut stream = match client.run_job(request).await {
             Ok(s) => s.into_inner(),
@@ -228,7 +292,7 @@ impl Attempt {
                             Some(r) => format!("cancellation requested: {r}"),
                             None => "cancellation requested".to_string(),
                         };
-                        self.emit(EventPayload::log("warn", message), None);
+                        self.emit(EventPayload::log("warn", message));
                         self.cancel_on_executor(&mut client).await;
                     }
                     Some(Signal::Cancel { .. }) => {}
@@ -278,52 +342,96 @@ impl Attempt {
     fn on_event(&mut self, ev: ExecutorEvent) -> Option<End> {
         match ev.kind? {
             Kind::Started(s) => {
-                self.emit(
-                    EventPayload::log("info", format!("started on executor {}", s.executor_id)),
-                    None,
-                );
+                self.emit(EventPayload::log(
+                    "info",
+                    format!("started on executor {}", s.executor_id),
+                ));
                 None
             }
             Kind::Progress(p) => {
-                self.emit(
-                    EventPayload::Progress {
+                if self.budget.allow() {
+                    self.emit(EventPayload::Progress {
                         done: p.done,
                         total: p.total,
-                        message: p.message,
-                    },
-                    None,
-                );
+                        message: truncated(p.message, limits::MAX_TEXT),
+                    });
+                }
                 None
             }
             Kind::Log(l) => {
-                self.emit(EventPayload::log(&l.level, l.message), None);
+                if self.budget.allow() {
+                    let level = truncated(l.level, 16);
+                    self.emit(EventPayload::log(
+                        &level,
+                        truncated(l.message, limits::MAX_TEXT),
+                    ));
+                }
                 None
             }
-            Kind::Finished(f) => Some(finished(f)),
+            Kind::Finished(f) => {
+                let (end, refused) = finished(f);
+                for r in refused {
+                    self.emit(EventPayload::log("warn", r));
+                }
+                Some(end)
+            }
         }
     }
 }
 
-/// The settlement an executor's `Finished` asks for.
-fn finished(f: v1::Finished) -> End {
-    let summary = f.summary.as_ref().map(|s| struct_to_json(s).to_string());
+/// The settlement an executor's `Finished` asks for, and what was refused of it (over the
+/// size limits).
+fn finished(f: v1::Finished) -> (End, Vec<String>) {
+    let mut refused = Vec::new();
+    let summary = f
+        .summary
+        .as_ref()
+        .map(|s| struct_to_json(s).to_string())
+        .filter(|s| {
+            let fits = s.len() <= limits::MAX_SUMMARY;
+            if !fits {
+                refused.push(format!(
+                    "summary of {} bytes dropped (over {} bytes)",
+                    s.len(),
+                    limits::MAX_SUMMARY
+                ));
+            }
+            fits
+        });
     let outcome = v1::RunState::try_from(f.outcome).unwrap_or(v1::RunState::Failed);
-    let error = (!f.error.is_empty()).then(|| f.error.clone());
-    match outcome {
+    let error = (!f.error.is_empty()).then(|| truncated(f.error.clone(), limits::MAX_TEXT));
+    let end = match outcome {
         v1::RunState::Succeeded => {
-            let reports = f
-                .reports
-                .iter()
-                .map(|r| ReportDraft {
-                    kind: r.kind.clone(),
-                    period: r.period.clone(),
-                    body: r
-                        .body
-                        .as_ref()
-                        .map(|b| struct_to_json(b).to_string())
-                        .unwrap_or_else(|| "{}".into()),
-                })
-                .collect();
+            if f.reports.len() > limits::MAX_REPORTS {
+                refused.push(format!(
+                    "{} reports dropped (over {} per run)",
+                    f.reports.len() - limits::MAX_REPORTS,
+                    limits::MAX_REPORTS
+                ));
+            }
+            let mut reports = Vec::new();
+            for r in f.reports.iter().take(limits::MAX_REPORTS) {
+                let body = r
+                    .body
+                    .as_ref()
+                    .map(|b| struct_to_json(b).to_string())
+                    .unwrap_or_else(|| "{}".into());
+                let oversized =
+                    body.len() > limits::MAX_REPORT || r.kind.len() > 200 || r.period.len() > 200;
+                if oversized {
+                    refused.push(format!(
+                        "report '{}' dropped (over {} bytes, or kind/period over 200)",
+                        truncated(r.kind.clone(), 200),
+                        limits::MAX_REPORT
+                    ));
+                    continue;
+                }
+                reports.push(ReportDraft {
+                    kind: truncated(r.kind.clone(), 200),
+                    period: truncated(r.period.clone(), 200),
+                    body,
+                });
+            }
             End::Settle(Settlement::Succeeded { summary, reports })
         }
         v1::RunState::Cancelled => End::Settle(Settlement::Cancelled {
@@ -335,6 +443,12 @@ fn finished(f: v1::Finished) -> End {
             error: error.unwrap_or_else(|| "timed out".into()),
             summary,
         }),
+        // A failure no retry can fix (bad parameters): failed now, not retried.
+        _ if f.permanent => End::Settle(Settlement::Failed {
+            error: error.unwrap_or_else(|| "the task failed".into()),
+            from_queue: false,
+        }),
         _ => End::Failed(error.unwrap_or_else(|| "the task failed".into())),
-    }
+    };
+    (end, refused)
 }

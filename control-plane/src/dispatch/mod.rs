@@ -168,25 +168,53 @@ impl Dispatcher {
             }
             return Ok(Some(FALLBACK_POLL));
         }
-        let jobs: Vec<String> = self.app.jobs.all().keys().cloned().collect();
+        let jobs = self.app.jobs.all();
+        let names: Vec<String> = jobs.keys().cloned().collect();
         let lease_until =
             now + chrono::Duration::from_std(self.app.config.run_lease()).unwrap_or_default();
-        let claimed = self
-            .app
-            .store
-            .claim(&self.app.replica_id, &jobs, room as u64, lease_until, now)
-            .await?;
-        let full = claimed.len() == room;
         let mut load: HashMap<String, i64> = live
             .iter()
             .map(|e| (e.id.clone(), i64::from(e.running)))
             .collect();
+        // The least loaded live executor offering each run's job, chosen as the claim runs, so
+        // the run is never seen running without its executor.
+        let assign = |runs: &[store::run::Model]| {
+            runs.iter()
+                .filter_map(|r| {
+                    let job = jobs.get(&r.job)?;
+                    let exec = channels::pick(&live, &load, &r.job)?;
+                    *load.entry(exec.id.clone()).or_default() += 1;
+                    let timeout =
+                        Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(3600))
+                            + TIMEOUT_GRACE;
+                    let deadline = now + chrono::Duration::from_std(timeout).unwrap_or_default();
+                    Some((r.id.clone(), exec.id.clone(), deadline))
+                })
+                .collect()
+        };
+        let claimed = self
+            .app
+            .store
+            .claim(
+                &self.app.replica_id,
+                &names,
+                room as u64,
+                lease_until,
+                now,
+                assign,
+            )
+            .await?;
+        let full = claimed.len() == room;
         for run in claimed {
-            let Some(job) = self.app.jobs.get(&run.job) else {
+            let Some(job) = jobs.get(&run.job).cloned() else {
                 self.fail_unrunnable(&run, format!("job '{}' no longer exists", run.job));
                 continue;
             };
-            let Some(exec) = channels::pick(&live, &load, &run.job) else {
+            let Some(exec) = run
+                .executor_id
+                .as_deref()
+                .and_then(|id| live.iter().find(|e| e.id == id))
+            else {
                 // Retrying cannot help a job no executor has: fail it now, clearly.
                 let ids: Vec<&str> = live.iter().map(|e| e.id.as_str()).collect();
                 self.fail_unrunnable(
@@ -199,7 +227,6 @@ impl Dispatcher {
                 );
                 continue;
             };
-            *load.entry(exec.id.clone()).or_default() += 1;
             let timeout = Duration::from_secs(u64::try_from(job.timeout_secs).unwrap_or(3600));
             let signals = self.app.attempts.start(&run.id, run.attempt, &exec.id);
             let attempt = Attempt::new(

@@ -17,15 +17,12 @@ use crate::app::SharedApp;
 use crate::lifecycle::{RunState, Settlement};
 use crate::store::{
     self, StoreError,
-    events::{Assignment, EventRecord},
+    events::EventRecord,
     lifecycle::{SettleRow, Settled},
 };
 
 pub enum Write {
-    Events {
-        events: Vec<EventRecord>,
-        assignment: Option<Assignment>,
-    },
+    Events(Vec<EventRecord>),
     Settle(SettleRow),
 }
 
@@ -47,8 +44,8 @@ pub fn channel() -> (Completer, Queue) {
 
 impl Completer {
     /// Persists events of an attempt this replica runs (they were already published live).
-    pub fn append(&self, events: Vec<EventRecord>, assignment: Option<Assignment>) {
-        if !self.queue.send(Write::Events { events, assignment }) {
+    pub fn append(&self, events: Vec<EventRecord>) {
+        if !self.queue.send(Write::Events(events)) {
             tracing::warn!("events dropped: the completer has stopped");
         }
     }
@@ -69,18 +66,11 @@ pub async fn run(app: SharedApp, queue: Queue, stop: tokio_util::sync::Cancellat
 
 async fn write(app: &SharedApp, items: Vec<Item<Write, Reply>>) {
     let mut events = Vec::new();
-    let mut assignments = Vec::new();
     let mut settles = Vec::new();
     let mut waiting = Vec::new();
     for item in items {
         match item.request {
-            Write::Events {
-                events: e,
-                assignment,
-            } => {
-                events.extend(e);
-                assignments.extend(assignment);
-            }
+            Write::Events(e) => events.extend(e),
             Write::Settle(row) => {
                 settles.push(row);
                 waiting.push(item.reply);
@@ -93,13 +83,7 @@ async fn write(app: &SharedApp, items: Vec<Item<Write, Reply>>) {
         let now = store::now();
         match app
             .store
-            .settle(
-                &app.replica_id,
-                (&events, &assignments),
-                &settles,
-                now,
-                &app.replica_id,
-            )
+            .settle(&app.replica_id, &events, &settles, now, &app.replica_id)
             .await
         {
             Ok(o) => break Ok((o, now)),

@@ -36,6 +36,8 @@ pub enum Heartbeat {
     Known,
     /// Write it to the database now (unknown here, or its last write is old).
     Persist,
+    /// It carries the session of a registration that another one replaced.
+    Displaced,
 }
 
 pub fn jobs_of(e: &executor::Model) -> Vec<String> {
@@ -57,6 +59,40 @@ impl ExecutorBook {
             .values()
             .filter(|e| !e.model.deregistered && e.model.last_heartbeat_at >= since)
             .map(|e| e.model.clone())
+            .collect()
+    }
+
+    /// The parameters `job` takes, as declared by a live executor that offers it (else by any
+    /// known one); `None` when no executor declared the job.
+    pub fn declared_params(
+        &self,
+        job: &str,
+        timeout: Duration,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<crate::params::ParamSpec>> {
+        let since = now - chrono::Duration::from_std(timeout).unwrap_or_default();
+        let book = self.lock();
+        let mut all: Vec<&Entry> = book.known.values().collect();
+        // Live executors first, then the most recently seen.
+        all.sort_by_key(|e| {
+            std::cmp::Reverse((
+                e.model.last_heartbeat_at >= since,
+                e.model.last_heartbeat_at,
+            ))
+        });
+        all.iter()
+            .find_map(|e| crate::params::declared(&e.model.tasks, job))
+    }
+
+    /// Rows read from the database, with the fresher heartbeat figures this replica holds in
+    /// memory for the executors that talk to it.
+    pub fn overlay(&self, rows: Vec<executor::Model>) -> Vec<executor::Model> {
+        let book = self.lock();
+        rows.into_iter()
+            .map(|row| match book.known.get(&row.id) {
+                Some(e) if e.model.last_heartbeat_at > row.last_heartbeat_at => e.model.clone(),
+                _ => row,
+            })
             .collect()
     }
 
@@ -109,6 +145,7 @@ impl ExecutorBook {
     pub fn heartbeat(
         &self,
         id: &str,
+        session: &str,
         figures: HeartbeatFigures,
         now: DateTime<Utc>,
         persist_every: Duration,
@@ -117,6 +154,9 @@ impl ExecutorBook {
         let Some(e) = book.known.get_mut(id) else {
             return Heartbeat::Persist;
         };
+        if !session.is_empty() && e.model.session.as_deref().is_some_and(|s| s != session) {
+            return Heartbeat::Displaced;
+        }
         e.model.last_heartbeat_at = now;
         e.model.running = figures.running;
         e.model.outbox_pending = figures.outbox_pending;
@@ -160,6 +200,8 @@ mod tests {
             deregistered: false,
             registered_at: at,
             last_heartbeat_at: at,
+            session: Some("s1".into()),
+            tasks: "[]".into(),
         }
     }
 
@@ -171,21 +213,28 @@ mod tests {
         let book = ExecutorBook::default();
         let every = Duration::from_millis(1500);
         let figures = HeartbeatFigures::default();
-        assert_eq!(book.heartbeat("e1", figures, t0, every), Heartbeat::Persist);
+        assert_eq!(
+            book.heartbeat("e1", "s1", figures, t0, every),
+            Heartbeat::Persist
+        );
         book.registered(model("e1", t0));
         let s = chrono::Duration::seconds;
         assert_eq!(
-            book.heartbeat("e1", figures, t0 + s(1), every),
+            book.heartbeat("e1", "s1", figures, t0 + s(1), every),
             Heartbeat::Known
         );
         assert_eq!(
-            book.heartbeat("e1", figures, t0 + s(2), every),
+            book.heartbeat("e1", "s1", figures, t0 + s(2), every),
             Heartbeat::Persist
         );
         book.persisted("e1", t0 + s(2), true);
         assert_eq!(
-            book.heartbeat("e1", figures, t0 + s(3), every),
+            book.heartbeat("e1", "s1", figures, t0 + s(3), every),
             Heartbeat::Known
+        );
+        assert_eq!(
+            book.heartbeat("e1", "old", figures, t0 + s(3), every),
+            Heartbeat::Displaced
         );
         let timeout = Duration::from_secs(5);
         assert_eq!(book.live(timeout, t0 + s(8)).len(), 1);

@@ -116,6 +116,10 @@ pub mod executor {
         pub deregistered: bool,
         pub registered_at: DateTimeUtc,
         pub last_heartbeat_at: DateTimeUtc,
+        /// The current registration; heartbeats must carry it.
+        pub session: Option<String>,
+        /// JSON list of `{job, params: [{name, type, min, max}]}` the executor declared.
+        pub tasks: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

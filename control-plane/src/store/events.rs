@@ -19,58 +19,16 @@ pub struct EventRecord {
     pub payload: EventPayload,
 }
 
-/// Which executor an attempt went to, and when the control plane gives up on it; written with
-/// the attempt's first event.
-#[derive(Debug, Clone)]
-pub struct Assignment {
-    pub run_id: String,
-    pub attempt: i32,
-    pub executor_id: String,
-    pub deadline_at: DateTime<Utc>,
-}
-
 impl Store {
-    /// Appends events and assignments of attempts `owner` holds, inside `db`'s transaction.
-    /// Rows of attempts no longer running under `owner` are dropped.
+    /// Appends events of attempts `owner` holds, inside `db`'s transaction. Rows of attempts
+    /// no longer running under `owner` are dropped.
     pub async fn append_events(
         &self,
         db: &impl ConnectionTrait,
         owner: &str,
         events: &[EventRecord],
-        assignments: &[Assignment],
     ) -> Result<()> {
         let running = RunState::Running.as_str();
-        if !assignments.is_empty() {
-            let rows: Vec<_> = assignments
-                .iter()
-                .map(|a| {
-                    json!({
-                        "run_id": a.run_id,
-                        "attempt": a.attempt,
-                        "executor_id": a.executor_id,
-                        "deadline_at": json_time(a.deadline_at),
-                    })
-                })
-                .collect();
-            let sql = format!(
-                "UPDATE runs SET executor_id = v.executor_id, deadline_at = v.deadline_at \
-                 FROM {} WHERE runs.id = v.run_id AND runs.attempt = v.attempt \
-                 AND runs.owner = $2 AND runs.state = $3",
-                self.rows_from_json(
-                    1,
-                    "v",
-                    &[
-                        ("run_id", Col::Text),
-                        ("attempt", Col::Int),
-                        ("executor_id", Col::Text),
-                        ("deadline_at", Col::Time),
-                    ]
-                )
-            );
-            db.execute_raw(self.stmt(&sql, vec![json_param(&rows), owner.into(), running.into()]))
-                .await
-                .ctx("recording executor assignments")?;
-        }
         if events.is_empty() {
             return Ok(());
         }

@@ -1,13 +1,12 @@
 //! Executors: registration, heartbeats (many per statement), deregistration and reads.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait as _, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait as _, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use serde_json::json;
 
-use super::{Col, Context, Result, Store, executor, json_param, json_time, now};
+use super::{Col, Context, Result, Store, executor, json_param, json_time, model, now};
 
 /// What an executor reports with each heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,29 +17,64 @@ pub struct HeartbeatFigures {
     pub emails_failed: i64,
 }
 
+/// What an executor registers with.
+pub struct Registration<'a> {
+    pub id: &'a str,
+    pub address: &'a str,
+    pub jobs: &'a [String],
+    pub version: &'a str,
+    /// JSON of the declared parameters (see `crate::params`).
+    pub tasks: &'a str,
+}
+
 /// A heartbeat to persist.
 #[derive(Debug, Clone)]
 pub struct HeartbeatRow {
     pub id: String,
     pub at: DateTime<Utc>,
     pub figures: HeartbeatFigures,
+    /// The registration it belongs to; empty from executors that predate sessions.
+    pub session: String,
 }
 
 impl Store {
+    /// Registers an executor under a new session, unless its id is held by a live
+    /// registration from another address (an impostor, or a second process given the same
+    /// id): that is refused with the holder, and nothing changes. A registration from the same
+    /// address (a quick restart) or of a silent or deregistered id takes the id over.
     pub async fn register_executor(
         &self,
-        id: &str,
-        address: &str,
-        jobs: &[String],
-        version: &str,
-    ) -> Result<executor::Model> {
+        reg: &Registration<'_>,
+        live_since: DateTime<Utc>,
+    ) -> Result<std::result::Result<executor::Model, executor::Model>> {
         let t = now();
-        let jobs = serde_json::to_string(jobs).unwrap_or_else(|_| "[]".into());
+        let txn = self.db.begin().await.ctx("beginning a transaction")?;
+        let lock = if self.is_postgres() {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let current = txn
+            .query_one_raw(self.stmt(
+                &format!("SELECT * FROM executors WHERE id = $1{lock}"),
+                vec![reg.id.into()],
+            ))
+            .await
+            .ctx("reading an executor")?
+            .map(|row| model::<executor::Model>(&row, "executor"))
+            .transpose()?;
+        if let Some(holder) = current
+            && !holder.deregistered
+            && holder.last_heartbeat_at >= live_since
+            && holder.address != reg.address
+        {
+            return Ok(Err(holder));
+        }
         let model = executor::Model {
-            id: id.to_string(),
-            address: address.to_string(),
-            jobs,
-            version: version.to_string(),
+            id: reg.id.to_string(),
+            address: reg.address.to_string(),
+            jobs: serde_json::to_string(reg.jobs).unwrap_or_else(|_| "[]".into()),
+            version: reg.version.to_string(),
             running: 0,
             outbox_pending: 0,
             emails_sent: 0,
@@ -48,20 +82,10 @@ impl Store {
             deregistered: false,
             registered_at: t,
             last_heartbeat_at: t,
+            session: Some(uuid::Uuid::new_v4().to_string()),
+            tasks: reg.tasks.to_string(),
         };
-        let am = executor::ActiveModel {
-            id: Set(model.id.clone()),
-            address: Set(model.address.clone()),
-            jobs: Set(model.jobs.clone()),
-            version: Set(model.version.clone()),
-            running: Set(0),
-            outbox_pending: Set(0),
-            emails_sent: Set(0),
-            emails_failed: Set(0),
-            deregistered: Set(false),
-            registered_at: Set(t),
-            last_heartbeat_at: Set(t),
-        };
+        let am: executor::ActiveModel = model.clone().into();
         executor::Entity::insert(am)
             .on_conflict(
                 OnConflict::column(executor::Column::Id)
@@ -73,13 +97,16 @@ impl Store {
                         executor::Column::Deregistered,
                         executor::Column::RegisteredAt,
                         executor::Column::LastHeartbeatAt,
+                        executor::Column::Session,
+                        executor::Column::Tasks,
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await
             .ctx("registering an executor")?;
-        Ok(model)
+        txn.commit().await.ctx("committing a registration")?;
+        Ok(Ok(model))
     }
 
     /// Records many heartbeats in one statement; returns the ids that are still registered.
@@ -97,6 +124,7 @@ impl Store {
                     "outbox_pending": h.figures.outbox_pending,
                     "emails_sent": h.figures.emails_sent,
                     "emails_failed": h.figures.emails_failed,
+                    "session": h.session,
                 })
             })
             .collect();
@@ -104,7 +132,9 @@ impl Store {
             "UPDATE executors SET last_heartbeat_at = v.at, running = v.running, \
              outbox_pending = v.outbox_pending, emails_sent = v.emails_sent, \
              emails_failed = v.emails_failed FROM {} \
-             WHERE executors.id = v.id AND executors.deregistered = false RETURNING {}",
+             WHERE executors.id = v.id AND executors.deregistered = false \
+             AND (v.session = '' OR executors.session IS NULL OR executors.session = v.session) \
+             RETURNING {}",
             self.rows_from_json(
                 1,
                 "v",
@@ -115,6 +145,7 @@ impl Store {
                     ("outbox_pending", Col::Big),
                     ("emails_sent", Col::Big),
                     ("emails_failed", Col::Big),
+                    ("session", Col::Text),
                 ]
             ),
             self.returning("executors", &["id"])

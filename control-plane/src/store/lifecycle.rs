@@ -49,6 +49,10 @@ pub struct Renewed {
     pub reason: Option<String>,
 }
 
+fn store_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    super::truncate(t)
+}
+
 fn states_sql(states: &[RunState]) -> String {
     states
         .iter()
@@ -73,8 +77,11 @@ fn event_message(run: &run::Model, s: &Settlement) -> String {
 
 impl Store {
     /// Takes up to `limit` queued runs whose turn it is (their overlap slot is the active one
-    /// and their retry backoff has passed) of the given jobs for `owner`, oldest first, in one
-    /// statement. On Postgres `FOR UPDATE SKIP LOCKED` lets replicas claim side by side.
+    /// and their retry backoff has passed) for `owner`, oldest first, and records the executor
+    /// and deadline `assign` picks for each, in one transaction of two statements, so nobody
+    /// sees a run running without its executor. On Postgres `FOR UPDATE SKIP LOCKED` lets
+    /// replicas claim side by side. A run `assign` leaves out keeps no executor (the caller
+    /// fails it: nobody can run it).
     pub async fn claim(
         &self,
         owner: &str,
@@ -82,6 +89,7 @@ impl Store {
         limit: u64,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
+        assign: impl FnOnce(&[run::Model]) -> Vec<(String, String, DateTime<Utc>)>,
     ) -> Result<Vec<run::Model>> {
         if jobs.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -101,8 +109,8 @@ impl Store {
             self.in_json_list(6)
         );
         let jobs: Vec<serde_json::Value> = jobs.iter().cloned().map(Into::into).collect();
-        let rows = self
-            .db
+        let txn = self.db.begin().await.ctx("beginning a transaction")?;
+        let rows = txn
             .query_all_raw(self.stmt(
                 &sql,
                 vec![
@@ -121,7 +129,43 @@ impl Store {
             .iter()
             .map(|r| model::<run::Model>(r, "run"))
             .collect::<Result<Vec<_>>>()?;
+        if runs.is_empty() {
+            txn.commit().await.ctx("committing a claim")?;
+            return Ok(runs);
+        }
         runs.sort_by(|a, b| a.id.cmp(&b.id));
+        let assigned = assign(&runs);
+        if !assigned.is_empty() {
+            let data: Vec<_> = assigned
+                .iter()
+                .map(|(id, executor, deadline)| {
+                    json!({"id": id, "executor_id": executor, "deadline_at": json_time(*deadline)})
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE runs SET executor_id = v.executor_id, deadline_at = v.deadline_at FROM {} \
+                 WHERE runs.id = v.id",
+                self.rows_from_json(
+                    1,
+                    "v",
+                    &[
+                        ("id", Col::Text),
+                        ("executor_id", Col::Text),
+                        ("deadline_at", Col::Time),
+                    ]
+                )
+            );
+            txn.execute_raw(self.stmt(&sql, vec![json_param(&data)]))
+                .await
+                .ctx("recording executor assignments")?;
+            for r in &mut runs {
+                if let Some((_, e, d)) = assigned.iter().find(|(id, _, _)| *id == r.id) {
+                    r.executor_id = Some(e.clone());
+                    r.deadline_at = Some(store_time(*d));
+                }
+            }
+        }
+        txn.commit().await.ctx("committing a claim")?;
         Ok(runs)
     }
 
@@ -206,8 +250,7 @@ impl Store {
         rows.iter().map(|r| model::<run::Model>(r, "run")).collect()
     }
 
-    /// Applies settlements in one transaction (with the events and assignments of
-    /// `events_first`, written before them so a run's last event precedes its end): each run
+    /// Applies settlements in one transaction (with the events of `events_first`, written before them so a run's last event precedes its end): each run
     /// is changed only from a state its settlement may leave and only for its attempt, frees
     /// its overlap slot (promoting the run queued behind it), records its state event, and a
     /// success stores its reports (one per kind and period: a re-run replaces the report of
@@ -215,14 +258,13 @@ impl Store {
     pub async fn settle(
         &self,
         owner: &str,
-        events_first: (&[super::events::EventRecord], &[super::events::Assignment]),
+        events_first: &[super::events::EventRecord],
         rows: &[SettleRow],
         now: DateTime<Utc>,
         origin: &str,
     ) -> Result<SettleOutcome> {
         let txn = self.db.begin().await.ctx("beginning a transaction")?;
-        self.append_events(&txn, owner, events_first.0, events_first.1)
-            .await?;
+        self.append_events(&txn, owner, events_first).await?;
         let mut settled: Vec<Option<Settled>> = vec![None; rows.len()];
         // One statement per kind of change: (retry?, from-states, lease fence).
         let mut groups: BTreeMap<(bool, String, Option<String>), Vec<usize>> = BTreeMap::new();
@@ -264,7 +306,6 @@ impl Store {
         let promoted = self.promote_queued(&txn, &settled).await?;
         self.store_reports(&txn, rows, &settled, now).await?;
         let mut touched: Vec<(String, i64)> = events_first
-            .0
             .iter()
             .map(|e| (e.run_id.clone(), e.seq))
             .collect();

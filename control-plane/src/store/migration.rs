@@ -6,7 +6,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(Engine)]
+        vec![
+            Box::new(Initial),
+            Box::new(Engine),
+            Box::new(ExecutorSessions),
+        ]
     }
 }
 
@@ -299,6 +303,43 @@ impl MigrationTrait for Engine {
             &["kind", "period"],
             true,
         ))
+        .await?;
+        Ok(())
+    }
+}
+
+/// Executor identity: each registration gets a session that its heartbeats carry, so a second
+/// registration of a live id is refused and a displaced executor learns it; and the parameters
+/// each executor declares for its jobs (JSON), which `TriggerJob` checks.
+struct ExecutorSessions;
+
+impl MigrationName for ExecutorSessions {
+    fn name(&self) -> &str {
+        "m20261202_000003_executor_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ExecutorSessions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("executors"))
+                .add_column(text_null("session"))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("executors"))
+                .add_column(
+                    ColumnDef::new(Alias::new("tasks"))
+                        .text()
+                        .not_null()
+                        .default("[]"),
+                )
+                .to_owned(),
+        )
         .await?;
         Ok(())
     }

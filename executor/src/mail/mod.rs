@@ -335,7 +335,7 @@ impl Sender {
         let span = tracing::info_span!("smtp.send", outbox_id = item.id, kind = %item.kind, attempt = item.attempts, transport, outcome = tracing::field::Empty);
         // Delivery happens after the run, but belongs to its trace.
         if let Some(tp) = &item.trace_parent {
-            ticketmax_proto::telemetry::adopt_traceparent(&span, tp);
+            ticketmax_runtime::telemetry::adopt_traceparent(&span, tp);
         }
         self.deliver_in(item, span.clone()).instrument(span).await
     }

@@ -74,7 +74,10 @@ impl Db {
         self.own += 1;
         let row = self
             .conn
-            .query_one_raw(Statement::from_string(self.conn.get_database_backend(), sql))
+            .query_one_raw(Statement::from_string(
+                self.conn.get_database_backend(),
+                sql,
+            ))
             .await?
             .context("no row")?;
         Ok(row.try_get_by_index::<i64>(0)?)
@@ -100,7 +103,10 @@ impl Db {
         self.own += 1;
         let rows = self
             .conn
-            .query_all_raw(Statement::from_string(self.conn.get_database_backend(), sql))
+            .query_all_raw(Statement::from_string(
+                self.conn.get_database_backend(),
+                sql,
+            ))
             .await?;
         rows.iter()
             .map(|r| Ok(r.try_get_by_index::<f64>(0)?))
@@ -112,7 +118,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -217,7 +227,11 @@ async fn main() -> Result<()> {
         )
         .await?
         > 0;
-    let (seq_col, seq_val) = if numbered { (", last_seq", ", 1") } else { ("", "") };
+    let (seq_col, seq_val) = if numbered {
+        (", last_seq", ", 1")
+    } else {
+        ("", "")
+    };
     cp.exec(&format!(
         "INSERT INTO runs (id, job, state, trigger, scheduled_for, attempt, not_before, \
          cancel_requested, created_at, updated_at{seq_col}) VALUES ('{run_id}', \
@@ -332,7 +346,10 @@ async fn main() -> Result<()> {
     let runs_per_sec = succeeded as f64 / span;
 
     // ---------------------------------------------------------------- ticks
-    eprintln!("ticks: {} jobs every second for {tick_secs} s...", TICKING.len());
+    eprintln!(
+        "ticks: {} jobs every second for {tick_secs} s...",
+        TICKING.len()
+    );
     let tick_from = Utc::now() + chrono::Duration::seconds(2);
     for job in TICKING {
         set_job(&mut api, job, "* * * * * *", true).await?;
@@ -367,7 +384,8 @@ async fn main() -> Result<()> {
     let rss_ex = rss_kib(&ex_pid, "VmRSS:");
 
     // ---------------------------------------------------------------- report
-    let mib = |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+    let mib =
+        |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
     println!();
     println!("| figure | value | beside |");
     println!("|---|---|---|");
