@@ -174,6 +174,15 @@ impl Metrics {
         self.running.store(running, Ordering::Relaxed);
     }
 
+    /// The queued and running counts the gauges report; `None` when not the leader.
+    pub fn run_gauges(&self) -> Option<(i64, i64)> {
+        let (q, r) = (
+            self.queued.load(Ordering::Relaxed),
+            self.running.load(Ordering::Relaxed),
+        );
+        (q >= 0 && r >= 0).then_some((q, r))
+    }
+
     pub fn tick(&self, job: &str, lateness_secs: f64, skipped: bool) {
         self.otel_ticks.add(
             1,

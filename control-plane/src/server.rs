@@ -47,13 +47,22 @@ const SERVICES: [&str; 3] = [
 
 /// Builds the replica (engine writers, caches) around `store` and serves until SIGTERM or
 /// SIGINT.
-pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<()> {
-    if let Some(n) = ticketmax_runtime::net::raise_fd_limit() {
-        tracing::debug!(open_files = n, "file descriptor limit");
-    }
-    let (enqueuer, enqueue_queue) = enqueue::channel();
-    let (completer, complete_queue) = completer::channel();
-    let (heartbeats, heartbeat_queue) = heartbeats::channel();
+/// The writer queues of a replica, for [`spawn_writers`].
+pub struct WriterQueues {
+    enqueue: enqueue::Queue,
+    complete: completer::Queue,
+    heartbeat: heartbeats::Queue,
+}
+
+/// One replica's state around `store`, its caches loaded; the writers still to be started.
+pub async fn assemble(
+    store: Store,
+    config: Config,
+    auth: Auth,
+) -> anyhow::Result<(SharedApp, WriterQueues)> {
+    let (enqueuer, enqueue) = enqueue::channel();
+    let (completer, complete) = completer::channel();
+    let (heartbeats, heartbeat) = heartbeats::channel();
     let app = App::new(store, config, auth, enqueuer, completer, heartbeats);
     app.jobs
         .refresh(&app.store)
@@ -65,6 +74,35 @@ pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<(
             .await
             .context("loading the executors")?,
     );
+    Ok((
+        app,
+        WriterQueues {
+            enqueue,
+            complete,
+            heartbeat,
+        },
+    ))
+}
+
+/// Starts the engine's writers (and, on Postgres, the notification listener) until `stop`.
+pub fn spawn_writers(
+    app: &SharedApp,
+    queues: WriterQueues,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(enqueue::run(app.clone(), queues.enqueue, stop.clone()));
+    tasks.spawn(completer::run(app.clone(), queues.complete, stop.clone()));
+    tasks.spawn(heartbeats::run(app.clone(), queues.heartbeat, stop.clone()));
+    tasks.spawn(notify::listen(app.clone(), stop.clone()));
+    tasks
+}
+
+pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<()> {
+    if let Some(n) = ticketmax_runtime::net::raise_fd_limit() {
+        tracing::debug!(open_files = n, "file descriptor limit");
+    }
+    let (app, queues) = assemble(store, config, auth).await?;
 
     let listener = tokio::net::TcpListener::bind(app.config.grpc_addr)
         .await
@@ -96,16 +134,7 @@ pub async fn serve(store: Store, config: Config, auth: Auth) -> anyhow::Result<(
     let workers = CancellationToken::new();
     let writers = CancellationToken::new();
     let mut worker_tasks = JoinSet::new();
-    let mut writer_tasks = JoinSet::new();
-
-    writer_tasks.spawn(enqueue::run(app.clone(), enqueue_queue, writers.clone()));
-    writer_tasks.spawn(completer::run(app.clone(), complete_queue, writers.clone()));
-    writer_tasks.spawn(heartbeats::run(
-        app.clone(),
-        heartbeat_queue,
-        writers.clone(),
-    ));
-    writer_tasks.spawn(notify::listen(app.clone(), writers.clone()));
+    let mut writer_tasks = spawn_writers(&app, queues, &writers);
 
     worker_tasks.spawn(Ticker::new(app.clone()).run(workers.clone()));
     worker_tasks.spawn(

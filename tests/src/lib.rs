@@ -47,8 +47,37 @@ pub use ticketmax_proto::v1::{
 };
 pub use ticketmax_proto::{from_timestamp, json_to_struct, struct_to_json, to_timestamp};
 
-/// The typed public API client.
-pub type Api = JobServiceClient<Channel>;
+/// The typed public API client (sending the harness's operator token when one is set).
+pub type Api =
+    JobServiceClient<tonic::service::interceptor::InterceptedService<Channel, HarnessToken>>;
+
+/// The operator token the harness's own calls carry (set by
+/// [`TestAppBuilder::operator_token`]); one test runs per process, so one is enough.
+static HARNESS_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Adds `authorization: Bearer <the harness token>` to every call.
+#[derive(Clone, Copy, Default)]
+pub struct HarnessToken;
+
+impl tonic::service::Interceptor for HarnessToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = HARNESS_TOKEN.get()
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+/// The hex SHA-256 of a token, as `TICKETMAX_API_TOKENS` wants it.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 pub const CONTROL_PLANE_BIN: &str = "ticketmax-control-plane";
 pub const EXECUTOR_BIN: &str = "ticketmax-executor";
@@ -431,7 +460,8 @@ async fn connect_api(url: &str) -> Result<Api, tonic::transport::Error> {
         .tcp_nodelay(true)
         .connect()
         .await?;
-    Ok(JobServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(JobServiceClient::with_interceptor(channel, HarnessToken)
+        .max_decoding_message_size(64 * 1024 * 1024))
 }
 
 fn exited_panic(proc: &mut Proc, what: &str) -> ! {
@@ -553,6 +583,7 @@ pub struct TestAppBuilder {
     cp_env: Vec<(String, String)>,
     executor_env: Vec<(String, String)>,
     wait_for_executors: bool,
+    database_password: Option<String>,
 }
 
 impl Default for TestAppBuilder {
@@ -565,6 +596,7 @@ impl Default for TestAppBuilder {
             cp_env: Vec::new(),
             executor_env: Vec::new(),
             wait_for_executors: true,
+            database_password: None,
         }
     }
 }
@@ -605,6 +637,24 @@ impl TestAppBuilder {
         self
     }
 
+    /// API tokens on the control planes, with `token` as operator `name`; the harness's own
+    /// calls carry it.
+    pub fn operator_token(mut self, name: &str, token: &str) -> Self {
+        let _ = HARNESS_TOKEN.set(token.to_owned());
+        self.cp_env.push((
+            "TICKETMAX_API_TOKENS".into(),
+            format!("{name}:operator:{}", token_hash(token)),
+        ));
+        self
+    }
+
+    /// A password in both processes' database URLs (the test server trusts every local
+    /// connection, so it is sent nowhere, but the processes hold it as a secret).
+    pub fn database_password(mut self, password: &str) -> Self {
+        self.database_password = Some(password.to_owned());
+        self
+    }
+
     /// Whether `spawn` waits for the executors to be live (default true).
     pub fn wait_for_executors(mut self, wait: bool) -> Self {
         self.wait_for_executors = wait;
@@ -639,6 +689,10 @@ impl TestAppBuilder {
         for db in [&cp_db, &tk_db] {
             db::create_database(&server, db).await;
             app.databases.push(db.clone());
+        }
+        if let Some(pw) = &self.database_password {
+            app.cp_database_url = with_password(&app.cp_database_url, pw);
+            app.tk_database_url = with_password(&app.tk_database_url, pw);
         }
 
         let base_env = |extra: &[(String, String)]| -> Vec<(String, String)> {
@@ -755,6 +809,20 @@ impl TestAppBuilder {
 // -------------------------------------------------------------------------------------------
 // TestApp
 // -------------------------------------------------------------------------------------------
+
+/// `url` with `password` in its user info (user `postgres` when it names none).
+fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or("postgres");
+            format!("{scheme}://{user}:{password}@{host}")
+        }
+        None => format!("{scheme}://postgres:{password}@{rest}"),
+    }
+}
 
 /// A running system under test: control plane(s), executor(s), their databases.
 pub struct TestApp {

@@ -472,10 +472,11 @@ async fn channel(
 }
 
 async fn api(addr: SocketAddr) -> Api {
-    JobServiceClient::new(
+    JobServiceClient::with_interceptor(
         channel(format!("http://{addr}"), None)
             .await
             .expect("connect"),
+        ticketmax_e2e::HarnessToken,
     )
 }
 
@@ -1993,10 +1994,11 @@ async fn mutual_tls_between_every_process() {
     let (grpc, http) = sys.control_plane("cp-1", &env).await;
     let cp_url = format!("https://{grpc}");
     // No scheduled run may touch the ticketing data while the test compares snapshots.
-    let mut api = JobServiceClient::new(
+    let mut api = JobServiceClient::with_interceptor(
         channel(cp_url.clone(), Some(tls(&ca.pem(), Some(&ctl))))
             .await
             .expect("mTLS connect"),
+        ticketmax_e2e::HarnessToken,
     );
     pause_everything(&mut api, OPERATOR_SECRET).await;
     let trusting = |mut env: Vec<(&'static str, String)>, ca: &str| {

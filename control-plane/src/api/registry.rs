@@ -139,6 +139,29 @@ impl v1::executor_registry_server::ExecutorRegistry for RegistryApi {
         {
             Heartbeat::Known => true,
             Heartbeat::Displaced => false,
+            // The executor's heartbeat cadence must not follow the database's latency: it
+            // is answered from memory, the write happens meanwhile.
+            Heartbeat::PersistInBackground => {
+                let row = store::executors::HeartbeatRow {
+                    id: id.clone(),
+                    at: now,
+                    figures,
+                    session: session.clone(),
+                };
+                let app = self.app.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    match app.heartbeats.call("heartbeats", row).await {
+                        Ok(Ok(known)) => app.executors.persisted(&id, now, known),
+                        Ok(Err(e)) => {
+                            app.executors.persist_failed(&id);
+                            tracing::warn!(executor = %id, error = %e, "cannot record a heartbeat");
+                        }
+                        Err(_) => app.executors.persist_failed(&id),
+                    }
+                });
+                true
+            }
             Heartbeat::Persist => {
                 let row = store::executors::HeartbeatRow {
                     id: id.clone(),

@@ -22,6 +22,8 @@ struct Entry {
     model: executor::Model,
     /// When its heartbeat last reached the database.
     persisted_at: DateTime<Utc>,
+    /// A write of its heartbeat is under way.
+    persisting: bool,
 }
 
 #[derive(Default)]
@@ -32,9 +34,11 @@ pub struct ExecutorBook {
 /// What to do with a heartbeat.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heartbeat {
-    /// Known and recently persisted: answered from memory.
+    /// Known and recently persisted (or being persisted): answered from memory.
     Known,
-    /// Write it to the database now (unknown here, or its last write is old).
+    /// Known here, its last write is old: write it, without making the executor wait.
+    PersistInBackground,
+    /// Not known here (registered with another replica): the database answers.
     Persist,
     /// It carries the session of a registration that another one replaced.
     Displaced,
@@ -118,6 +122,7 @@ impl ExecutorBook {
                 _ => Entry {
                     persisted_at: row.last_heartbeat_at,
                     model: row,
+                    persisting: false,
                 },
             };
             next.insert(entry.model.id.clone(), entry);
@@ -133,6 +138,7 @@ impl ExecutorBook {
             Entry {
                 model,
                 persisted_at,
+                persisting: false,
             },
         );
     }
@@ -163,8 +169,9 @@ impl ExecutorBook {
         e.model.emails_sent = figures.emails_sent;
         e.model.emails_failed = figures.emails_failed;
         let every = chrono::Duration::from_std(persist_every).unwrap_or_default();
-        if now - e.persisted_at >= every {
-            Heartbeat::Persist
+        if now - e.persisted_at >= every && !e.persisting {
+            e.persisting = true;
+            Heartbeat::PersistInBackground
         } else {
             Heartbeat::Known
         }
@@ -176,9 +183,17 @@ impl ExecutorBook {
         if known {
             if let Some(e) = book.known.get_mut(id) {
                 e.persisted_at = at;
+                e.persisting = false;
             }
         } else {
             book.known.remove(id);
+        }
+    }
+
+    /// A heartbeat write failed: the next heartbeat tries again.
+    pub fn persist_failed(&self, id: &str) {
+        if let Some(e) = self.lock().known.get_mut(id) {
+            e.persisting = false;
         }
     }
 }
@@ -225,7 +240,12 @@ mod tests {
         );
         assert_eq!(
             book.heartbeat("e1", "s1", figures, t0 + s(2), every),
-            Heartbeat::Persist
+            Heartbeat::PersistInBackground
+        );
+        // While that write is under way, no second one.
+        assert_eq!(
+            book.heartbeat("e1", "s1", figures, t0 + s(2), every),
+            Heartbeat::Known
         );
         book.persisted("e1", t0 + s(2), true);
         assert_eq!(

@@ -47,11 +47,11 @@ impl Service for Elector {
         self.period
     }
 
-    async fn run_once(&mut self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn run_once(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         let held = self
             .app
             .store
-            .hold_lease(LEADER_LEASE, &self.app.replica_id, self.ttl)
+            .hold_lease(LEADER_LEASE, &self.app.replica_id, self.ttl, now)
             .await;
         self.app.database_reachable(held.is_ok());
         let leader = match held {

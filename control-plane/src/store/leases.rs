@@ -7,12 +7,20 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use super::{Context, Result, Store, lease, now};
+use chrono::{DateTime, Utc};
+
+use super::{Context, Result, Store, lease};
 
 impl Store {
-    /// Takes or renews a named lease; true while `holder` holds it.
-    pub async fn hold_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let t = now();
+    /// Takes or renews a named lease at `now`; true while `holder` holds it.
+    pub async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let t = super::truncate(now);
         let until = t + chrono::Duration::from_std(ttl).unwrap_or_default();
         let res = lease::Entity::update_many()
             .col_expr(lease::Column::Holder, Expr::value(holder))
