@@ -7,6 +7,7 @@
 #   BENCH_RUNS=5000 BENCH_CONCURRENCY=64 bench/runs.sh
 #   TICKETMAX_BENCH_DATABASE_URL=postgres://user@host:5432/postgres bench/runs.sh
 #   BENCH_BIN_DIR=/path/to/other/release bench/runs.sh   # measure other binaries (before/after)
+#   BENCH_SKIP_BUILD=1 bench/runs.sh                      # use the release binaries as built
 #
 # The floor: pgbench with 8 clients running an INSERT and an UPDATE of one row as two
 # autocommit statements (two commits, the least a run can cost: created, then finished).
@@ -24,9 +25,11 @@ command -v psql >/dev/null || apt_install postgresql-client
 command -v pgbench >/dev/null || [ -x /usr/lib/postgresql/15/bin/pgbench ] || apt_install postgresql-contrib
 PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
 
-log "building release binaries..."
-cargo build --quiet --release -p ticketmax-control-plane -p ticketmax-executor
-cargo build --quiet --release -p ticketmax-e2e --bin ticketmax-bench-runs
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    log "building release binaries..."
+    cargo build --quiet --release -p ticketmax-control-plane -p ticketmax-executor
+    cargo build --quiet --release -p ticketmax-e2e --bin ticketmax-bench-runs
+fi
 BIN="${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}"
 CLIENT="${CARGO_TARGET_DIR:-target}/release/ticketmax-bench-runs"
 

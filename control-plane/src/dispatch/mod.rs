@@ -37,6 +37,16 @@ const NO_EXECUTOR_POLL: Duration = Duration::from_secs(1);
 /// (which reports a partial summary) normally wins.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
+/// What a dispatch round found.
+enum Round {
+    /// It took as many runs as there was room for: more may wait.
+    Full,
+    /// No room: look again when an attempt ends.
+    NoRoom,
+    /// Nothing (more) to take now: look again after this, or when woken.
+    Idle(Duration),
+}
+
 pub struct Dispatcher {
     app: SharedApp,
     channels: Arc<Channels>,
@@ -61,6 +71,9 @@ impl Dispatcher {
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_look = tokio::time::Instant::now();
+        // Runs may be waiting that the last round had no room for: look again as soon as an
+        // attempt ends, not only when woken.
+        let mut waiting = true;
         loop {
             let timed = self
                 .app
@@ -82,15 +95,19 @@ impl Dispatcher {
                     if let Err(e) = res {
                         tracing::error!(error = %e, "dispatch task panicked");
                     }
-                    continue;
+                    if !waiting {
+                        continue;
+                    }
                 }
             }
-            next_look = match self.dispatch_ready(&mut inflight, &handover).await {
-                Ok(Some(wait)) => tokio::time::Instant::now() + wait,
-                Ok(None) => tokio::time::Instant::now(),
+            let round = self.dispatch_ready(&mut inflight, &handover).await;
+            (waiting, next_look) = match round {
+                Ok(Round::Full) => (true, tokio::time::Instant::now()),
+                Ok(Round::NoRoom) => (true, tokio::time::Instant::now() + FALLBACK_POLL),
+                Ok(Round::Idle(wait)) => (false, tokio::time::Instant::now() + wait),
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatch round failed");
-                    tokio::time::Instant::now() + NO_EXECUTOR_POLL
+                    (true, tokio::time::Instant::now() + NO_EXECUTOR_POLL)
                 }
             };
         }
@@ -138,20 +155,22 @@ impl Dispatcher {
         Ok(book.live(self.app.config.executor_timeout(), store::now()))
     }
 
-    /// One round: claims as many runs as this replica has room for and starts them. Returns
-    /// when to look again: `None` at once (the claim was full), otherwise after a wait.
+    /// One round: claims as many runs as this replica has room for and starts them.
     async fn dispatch_ready(
         &mut self,
         inflight: &mut JoinSet<()>,
         handover: &CancellationToken,
-    ) -> store::Result<Option<Duration>> {
+    ) -> store::Result<Round> {
         let room = self
             .app
             .config
             .max_concurrent_runs
             .saturating_sub(inflight.len());
-        if room == 0 || self.app.is_draining() {
-            return Ok(Some(FALLBACK_POLL));
+        if self.app.is_draining() {
+            return Ok(Round::Idle(FALLBACK_POLL));
+        }
+        if room == 0 {
+            return Ok(Round::NoRoom);
         }
         let live = self.live_executors().await?;
         let now = store::now();
@@ -164,9 +183,9 @@ impl Dispatcher {
                     tracing::warn!("runs are queued but no executor is live");
                     self.no_executor_warned = Some(tokio::time::Instant::now());
                 }
-                return Ok(Some(NO_EXECUTOR_POLL));
+                return Ok(Round::Idle(NO_EXECUTOR_POLL));
             }
-            return Ok(Some(FALLBACK_POLL));
+            return Ok(Round::Idle(FALLBACK_POLL));
         }
         let jobs = self.app.jobs.all();
         let names: Vec<String> = jobs.keys().cloned().collect();
@@ -241,7 +260,11 @@ impl Dispatcher {
             );
             inflight.spawn(attempt.run());
         }
-        Ok(if full { None } else { Some(FALLBACK_POLL) })
+        Ok(if full {
+            Round::Full
+        } else {
+            Round::Idle(FALLBACK_POLL)
+        })
     }
 
     /// A claimed run nobody can ever run: failed at once, not retried.

@@ -328,6 +328,21 @@ async fn main() -> Result<()> {
         .first()
         .copied()
         .unwrap_or(f64::NAN);
+    // Where a run's time goes: waiting to be claimed, then on the executor until settled.
+    let mut queued = cp
+        .times(&format!(
+            "SELECT (EXTRACT(EPOCH FROM (started_at - created_at)) * 1000)::float8 FROM runs \
+             WHERE job = '{CLEAN_CACHE}' AND created_at >= '{since}' AND started_at IS NOT NULL"
+        ))
+        .await?;
+    let mut running = cp
+        .times(&format!(
+            "SELECT (EXTRACT(EPOCH FROM (finished_at - started_at)) * 1000)::float8 FROM runs \
+             WHERE job = '{CLEAN_CACHE}' AND created_at >= '{since}' AND finished_at IS NOT NULL"
+        ))
+        .await?;
+    queued.sort_by(f64::total_cmp);
+    running.sort_by(f64::total_cmp);
     let rss_cp_peak = rss_kib(&cp_pid, "VmHWM:");
     let rss_ex_peak = rss_kib(&ex_pid, "VmHWM:");
     tokio::time::sleep(STATS_SETTLE).await;
@@ -392,6 +407,16 @@ async fn main() -> Result<()> {
     println!(
         "| runs per second, trigger to SUCCEEDED ({succeeded} of {triggered} runs, {concurrency} in flight; triggers sent in {trigger_secs:.2} s) | {runs_per_sec:.0} | pgbench floor {floor_tps:.0} tps: ratio {:.2} |",
         runs_per_sec / floor_tps
+    );
+    println!(
+        "| of which queued (created to started), p50 / p99 | {:.1} / {:.1} ms | |",
+        percentile(&queued, 0.5),
+        percentile(&queued, 0.99)
+    );
+    println!(
+        "| of which running (started to finished), p50 / p99 | {:.1} / {:.1} ms | |",
+        percentile(&running, 0.5),
+        percentile(&running, 0.99)
     );
     println!("| control-plane transactions per run | {cp_per_run:.2} | |");
     println!("| ticketing transactions per run | {tk_per_run:.2} | |");
