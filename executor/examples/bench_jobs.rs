@@ -320,6 +320,7 @@ async fn run_task(bench: &Bench, db: &DatabaseConnection, job: &str) -> anyhow::
             trigger: RunTrigger::Manual,
             tz: chrono_tz::UTC,
             params,
+            declared: task.params(),
         },
         tx,
         CancellationToken::new(),

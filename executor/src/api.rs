@@ -118,18 +118,21 @@ fn event(kind: executor_event::Kind) -> ExecutorEvent {
     ExecutorEvent { kind: Some(kind) }
 }
 
+/// How a run ended. `permanent`: no retry can fix it (a bad parameter, a missing setting, an
+/// unknown task), so the control plane fails the run instead of retrying it.
 fn finished(
     outcome: RunState,
     summary: &Summary,
     error: String,
     reports: Vec<ReportDraft>,
+    permanent: bool,
 ) -> ExecutorEvent {
     event(executor_event::Kind::Finished(Finished {
         outcome: outcome as i32,
         summary: Some(json_map_to_struct(summary)),
         error,
         reports,
-        permanent: false,
+        permanent,
     }))
 }
 
@@ -168,6 +171,7 @@ impl Executor for ExecutorService {
                 &Map::new(),
                 error,
                 Vec::new(),
+                true,
             )));
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         };
@@ -228,6 +232,7 @@ impl Executor for ExecutorService {
                 },
                 tz,
                 params,
+                declared: task.params(),
             },
             events_tx,
             cancel.clone(),
@@ -354,6 +359,7 @@ impl Driver {
     }
 
     async fn finish(self, result: Result<TaskOutput, TaskError>, timed_out: bool) {
+        let permanent = result.as_ref().err().is_some_and(TaskError::is_permanent);
         let (outcome, summary, error, reports) = match result {
             Ok(output) => (
                 RunState::Succeeded,
@@ -413,7 +419,7 @@ impl Driver {
         self.running.lock().remove(&self.run_id);
         let _ = self
             .out
-            .send(Ok(finished(outcome, &summary, error, reports)))
+            .send(Ok(finished(outcome, &summary, error, reports, permanent)))
             .await;
     }
 }

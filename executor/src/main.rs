@@ -168,6 +168,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         executor_id: executor_id.clone(),
         advertise_url: advertise_url.clone(),
         jobs: registry.names(),
+        tasks: registry.specs(),
         running: running.clone(),
         token: config.executor_token(),
         db: db.clone(),

@@ -16,6 +16,9 @@ pub struct Registration {
     pub executor_id: String,
     pub advertise_url: String,
     pub jobs: Vec<String>,
+    /// Every task's declared parameters (`TaskRegistry::specs`): the control plane refuses
+    /// any other parameter before a run exists.
+    pub tasks: Vec<ticketmax_proto::v1::TaskSpec>,
     pub running: Arc<RunningTasks>,
     /// Shared secret the control plane may require (TICKETMAX_EXECUTOR_TOKEN).
     pub token: Option<String>,
@@ -82,17 +85,18 @@ impl Registration {
         let mut outage = false;
         'register: loop {
             let mut backoff = MIN_BACKOFF;
-            let interval = loop {
+            let (interval, session) = loop {
                 let request = RegisterRequest {
                     executor_id: self.executor_id.clone(),
                     address: self.advertise_url.clone(),
                     jobs: self.jobs.clone(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    tasks: Vec::new(),
+                    tasks: self.tasks.clone(),
                 };
                 match client.register(self.request(request)).await {
                     Ok(resp) => {
-                        let ms = resp.into_inner().heartbeat_interval_ms;
+                        let resp = resp.into_inner();
+                        let ms = resp.heartbeat_interval_ms;
                         tracing::info!(
                             control_plane = %self.control_plane_url,
                             executor_id = %self.executor_id,
@@ -101,11 +105,23 @@ impl Registration {
                             "registered with the control plane"
                         );
                         outage = false;
-                        break if ms == 0 {
+                        let interval = if ms == 0 {
                             DEFAULT_HEARTBEAT
                         } else {
                             Duration::from_millis(u64::from(ms))
                         };
+                        break (interval, resp.session);
+                    }
+                    // Another live process holds this id: say so every time, it needs a person.
+                    Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                        tracing::error!(
+                            executor_id = %self.executor_id,
+                            error = %why(&status),
+                            "REFUSED: another live process is registered as this executor id \
+                             (an impostor with the executor secret, or two executors sharing \
+                             TICKETMAX_EXECUTOR_ID); no runs come here until it is gone"
+                        );
+                        outage = true;
                     }
                     Err(status) => {
                         if !outage {
@@ -138,9 +154,17 @@ impl Registration {
                     outbox_pending,
                     emails_sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                     emails_failed: stats.failed.load(std::sync::atomic::Ordering::Relaxed),
-                    session: String::new(),
+                    session: session.clone(),
                 };
                 match client.heartbeat(self.request(request)).await {
+                    Ok(resp) if resp.get_ref().displaced => {
+                        tracing::error!(
+                            executor_id = %self.executor_id,
+                            "DISPLACED: another process registered this executor id while this \
+                             one was unreachable; its runs go there now. Registering again"
+                        );
+                        continue 'register;
+                    }
                     Ok(resp) if resp.get_ref().known => {
                         if outage {
                             tracing::info!("control plane reachable again");

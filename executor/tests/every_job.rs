@@ -24,9 +24,19 @@ async fn all_32_jobs_run_twice_on_demo_data() {
             .await
             .expect("seed");
         t.assert_inventory().await;
+        let registry = ticketmax_executor::jobs::registry();
         for name in &names {
+            // Small chunks where the task works in chunks; a task refuses what it does not take.
+            let chunked = registry
+                .get(name)
+                .is_some_and(|task| task.params().iter().any(|p| p.name == "batch_size"));
+            let params = if chunked {
+                json!({"batch_size": 50})
+            } else {
+                json!({})
+            };
             let first = t
-                .run(name, now, json!({"batch_size": 50}))
+                .run(name, now, params)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {name}: {e}", t.name));
             t.assert_inventory().await;

@@ -282,9 +282,9 @@ async fn trigger_wait_follows_the_run_to_success_and_prints_the_summary() {
             "trigger",
             CANCEL_EXPIRED,
             "--param",
-            "batch=5",
+            "batch_size=5",
             "--param",
-            "note=hi",
+            "pause_ms=0",
             "--wait",
         ],
     )
@@ -292,7 +292,7 @@ async fn trigger_wait_follows_the_run_to_success_and_prints_the_summary() {
     .json();
     assert_eq!(
         v["params"],
-        serde_json::json!({"batch": 5, "note": "hi"}),
+        serde_json::json!({"batch_size": 5, "pause_ms": 0}),
         "{v:#}"
     );
 

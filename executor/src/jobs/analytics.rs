@@ -5,7 +5,9 @@ use serde_json::{Map, Value, json};
 use super::aggregates::{self, count_by, count_in, growth, ratio, sum_by_currency};
 use super::window::{Window, day_offset, iso_week, month};
 use crate::db::{Sql, col};
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(GenerateDailyAnalytics);
@@ -224,10 +226,43 @@ const MAX_PAYMENT_FAILURE_RATE_PERCENT: u64 = 50;
 const MAX_STUCK_PENDING_BOOKINGS: u64 = 100;
 const MAX_BOOKINGS_PER_WINDOW: u64 = 1000;
 
+/// Each alert threshold can be overridden per run.
+const MONITOR_PARAMS: &[Param] = &[
+    params::AS_OF,
+    Param::integer(
+        "min_payments_for_rate",
+        "settled payments needed before the failure rate counts",
+        0,
+        1_000_000_000,
+    ),
+    Param::integer(
+        "max_payment_failure_rate_percent",
+        "failure rate that raises an alert",
+        0,
+        100,
+    ),
+    Param::integer(
+        "max_stuck_pending_bookings",
+        "pending bookings older than 10 minutes that raise an alert",
+        0,
+        1_000_000_000,
+    ),
+    Param::integer(
+        "max_bookings_per_window",
+        "bookings in the window that raise an alert",
+        0,
+        1_000_000_000,
+    ),
+];
+
 #[async_trait::async_trait]
 impl Task for MonitorRealTimePerformance {
     fn name(&self) -> &'static str {
         "analytics/monitor-real-time-performance"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        MONITOR_PARAMS
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -10,7 +10,9 @@ use super::window::{day_offset, last_seven_days};
 use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, returned_ids, run_chunks, zero};
 use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(CancelExpiredBookings);
@@ -125,6 +127,10 @@ impl ChunkStep for CancelExpiredChunk {
 impl Task for CancelExpiredBookings {
     fn name(&self) -> &'static str {
         "booking-cleanup/cancel-expired-bookings"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -562,6 +568,10 @@ impl Task for ProcessRefundRequests {
         "booking-cleanup/process-refund-requests"
     }
 
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(
             ctx,
@@ -606,6 +616,10 @@ pub struct SendPendingBookingConfirmations;
 impl Task for SendPendingBookingConfirmations {
     fn name(&self) -> &'static str {
         "booking-cleanup/send-pending-booking-confirmations"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -655,6 +669,10 @@ fn old_cancelled(d: Dialect, b: &str, cutoff: &str) -> String {
 impl Task for CleanupOldCancelledBookings {
     fn name(&self) -> &'static str {
         "booking-cleanup/cleanup-old-cancelled-bookings"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -12,7 +12,9 @@ use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
 use crate::db::{Dialect, Sql, col};
 use crate::schema::TABLES;
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(CleanCache);
@@ -83,6 +85,10 @@ impl ChunkStep for CacheChunk {
 impl Task for CleanCache {
     fn name(&self) -> &'static str {
         "data-cleanup/clean-cache"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -173,6 +179,17 @@ impl Task for CleanTemporaryFiles {
 pub struct CleanOrphanedDocuments;
 
 const ORPHAN_MIN_AGE_DAYS: i64 = 30;
+
+/// `threshold_percent` overrides TICKETMAX_DISK_ALERT_PERCENT for one run.
+const DISK_CHECK_PARAMS: &[Param] = &[
+    params::AS_OF,
+    Param::integer(
+        "threshold_percent",
+        "disk usage that raises an alert",
+        1,
+        100,
+    ),
+];
 
 async fn referenced(
     ctx: &TaskContext,
@@ -450,6 +467,10 @@ pub struct EmergencyDiskSpaceCheck;
 impl Task for EmergencyDiskSpaceCheck {
     fn name(&self) -> &'static str {
         "data-cleanup/emergency-disk-space-check"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        DISK_CHECK_PARAMS
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -9,7 +9,9 @@ use super::mailing::Mailing;
 use super::window::{Window, day_offset, iso_week};
 use super::{ChunkDone, ChunkStep, Cursor, aggregates, returned_ids, run_chunks, zero};
 use crate::db::{Dialect, Sql, col};
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(ArchivePastEvents);
@@ -98,6 +100,10 @@ impl Task for ArchivePastEvents {
         "event-management/archive-past-events"
     }
 
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(ctx, &["archived"]);
         let mut q = Sql::new(ctx.dialect);
@@ -152,6 +158,10 @@ impl EventReminders {
 impl Task for EventReminders {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -27,7 +27,9 @@ use super::window::{day_offset, iso_week, local_date, month};
 use super::{ChunkDone, ChunkStep, aggregates, run_chunks, zero};
 use crate::db::{Sql, col};
 use crate::outbox::{self, OutboxInsert, OutboxRow};
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(SendWeeklyNewsletter);
@@ -131,6 +133,10 @@ pub struct SendWeeklyNewsletter;
 impl Task for SendWeeklyNewsletter {
     fn name(&self) -> &'static str {
         "notifications/send-weekly-newsletter"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -304,6 +310,10 @@ impl Task for SendBirthdayWishes {
         "notifications/send-birthday-wishes"
     }
 
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         ctx.settings.require_unsubscribe()?;
         let today = local_date(ctx.tz, ctx.now);
@@ -349,6 +359,10 @@ pub struct SendEventFollowUps;
 impl Task for SendEventFollowUps {
     fn name(&self) -> &'static str {
         "notifications/send-event-follow-ups"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
@@ -398,10 +412,22 @@ pub struct SendReEngagementEmails;
 
 const INACTIVE_DAYS: i64 = 90;
 
+/// Chunked, plus `limit`: the most offers one run sends (else TICKETMAX_REENGAGEMENT_BATCH_LIMIT).
+const RE_ENGAGEMENT_PARAMS: &[Param] = &[
+    params::AS_OF,
+    params::BATCH_SIZE,
+    params::PAUSE_MS,
+    Param::integer("limit", "most offers one run sends", 0, 1_000_000),
+];
+
 #[async_trait::async_trait]
 impl Task for SendReEngagementEmails {
     fn name(&self) -> &'static str {
         "notifications/send-re-engagement-emails"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        RE_ENGAGEMENT_PARAMS
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -12,7 +12,9 @@ use super::window::day_offset;
 use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, aggregates, run_chunks, zero};
 use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
-use crate::tasks::{DbContext, Task, TaskContext, TaskError, TaskOutput, TaskRegistry};
+use crate::tasks::{
+    DbContext, Param, Task, TaskContext, TaskError, TaskOutput, TaskRegistry, params,
+};
 
 pub fn register(r: &mut TaskRegistry) {
     r.register(StalePayments::ABANDONED);
@@ -207,6 +209,10 @@ impl Task for StalePayments {
         self.name
     }
 
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
+    }
+
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(
             ctx,
@@ -270,6 +276,10 @@ fn old_failed(d: Dialect, p: &str, cutoff: &str) -> String {
 impl Task for CleanupOldFailedPayments {
     fn name(&self) -> &'static str {
         "payment-cleanup/cleanup-old-failed-payments"
+    }
+
+    fn params(&self) -> &'static [Param] {
+        params::CHUNKED
     }
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr};
 use serde_json::{Map, Value};
-use ticketmax_proto::v1::{ExecutorEvent, LogLine, Progress, executor_event};
+use ticketmax_proto::v1::{self, ExecutorEvent, LogLine, Progress, executor_event};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,100 @@ pub enum TaskError {
     NotConfigured(String),
 }
 
+impl TaskError {
+    /// A failure no retry can fix (a bad parameter, a missing setting): the control plane
+    /// fails the run at once instead of retrying it with backoff.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            TaskError::InvalidParam { .. } | TaskError::NotConfigured(_)
+        )
+    }
+}
+
+/// The type of a declared parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A whole number within the declared bounds.
+    Integer,
+    /// An RFC 3339 time (the control plane also bounds it: not in the future, not before its
+    /// horizon).
+    Timestamp,
+}
+
+/// A parameter a task takes. Each task declares its own; the executor sends them when it
+/// registers, so `TriggerJob` refuses any other name, type or value before a run exists, and a
+/// task can read no parameter it did not declare (see [`TaskContext::param_u64`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub description: &'static str,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Param {
+    /// A whole number in `[min, max]`.
+    pub const fn integer(
+        name: &'static str,
+        description: &'static str,
+        min: u64,
+        max: u64,
+    ) -> Self {
+        Param {
+            name,
+            kind: ParamKind::Integer,
+            description,
+            min: Some(min as f64),
+            max: Some(max as f64),
+        }
+    }
+
+    fn to_proto(self) -> v1::ParamSpec {
+        v1::ParamSpec {
+            name: self.name.to_owned(),
+            r#type: match self.kind {
+                ParamKind::Integer => v1::ParamType::Integer,
+                ParamKind::Timestamp => v1::ParamType::Timestamp,
+            } as i32,
+            description: self.description.to_owned(),
+            min: self.min,
+            max: self.max,
+        }
+    }
+}
+
+/// Parameters shared by many tasks.
+pub mod params {
+    use super::{Param, ParamKind};
+
+    /// The reference time of the run (see [`super::TaskContext::new`]); every task takes it.
+    pub const AS_OF: Param = Param {
+        name: "as_of",
+        kind: ParamKind::Timestamp,
+        description: "reference time of the run (RFC 3339), instead of its tick or the clock",
+        min: None,
+        max: None,
+    };
+    /// Rows per chunk (one transaction each).
+    pub const BATCH_SIZE: Param = Param::integer("batch_size", "rows per chunk", 1, MAX_BATCH);
+    /// A pause between chunks, an operator's throttle for a busy database.
+    pub const PAUSE_MS: Param = Param::integer(
+        "pause_ms",
+        "pause between chunks, in milliseconds",
+        0,
+        60_000,
+    );
+    /// The largest chunk a run may ask for.
+    pub const MAX_BATCH: u64 = 10_000;
+
+    /// What a task that works in one pass takes.
+    pub const PLAIN: &[Param] = &[AS_OF];
+    /// What a task that works in chunks takes.
+    pub const CHUNKED: &[Param] = &[AS_OF, BATCH_SIZE, PAUSE_MS];
+}
+
 /// Adds "while doing what" to database errors.
 pub trait DbContext<T> {
     fn context(self, context: impl Into<String>) -> Result<T, TaskError>;
@@ -71,6 +165,10 @@ impl<T> DbContext<T> for Result<T, DbErr> {
 pub trait Task: Send + Sync {
     /// "<service>/<task>", e.g. "booking-cleanup/cancel-expired-bookings".
     fn name(&self) -> &'static str;
+    /// The parameters it takes; nothing else is accepted or readable.
+    fn params(&self) -> &'static [Param] {
+        params::PLAIN
+    }
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError>;
 }
 
@@ -93,6 +191,20 @@ impl TaskRegistry {
         let mut names: Vec<String> = self.tasks.keys().map(|n| (*n).to_owned()).collect();
         names.sort();
         names
+    }
+
+    /// Every task's declared parameters, sorted by name, as sent with `Register`.
+    pub fn specs(&self) -> Vec<v1::TaskSpec> {
+        let mut specs: Vec<v1::TaskSpec> = self
+            .tasks
+            .values()
+            .map(|t| v1::TaskSpec {
+                job: t.name().to_owned(),
+                params: t.params().iter().map(|p| p.to_proto()).collect(),
+            })
+            .collect();
+        specs.sort_by(|a, b| a.job.cmp(&b.job));
+        specs
     }
 }
 
@@ -176,6 +288,8 @@ pub struct TaskContext {
     pub now: DateTime<Utc>,
     pub tz: chrono_tz::Tz,
     pub params: Map<String, Value>,
+    /// What the task declared; the only names `params` may hold and the task may read.
+    declared: &'static [Param],
     pub settings: Arc<TaskSettings>,
     pub run_stats: Arc<RunStats>,
     events: mpsc::UnboundedSender<ExecutorEvent>,
@@ -210,6 +324,8 @@ pub struct RunRequest {
     pub trigger: RunTrigger,
     pub tz: chrono_tz::Tz,
     pub params: Map<String, Value>,
+    /// The task's declared parameters ([`Task::params`]).
+    pub declared: &'static [Param],
 }
 
 /// `params.as_of` as a time, when given.
@@ -230,7 +346,9 @@ fn as_of(params: &Map<String, Value>) -> Result<Option<DateTime<Utc>>, TaskError
 }
 
 impl TaskContext {
-    /// Builds the context; fails when `params.as_of` is not RFC 3339.
+    /// Builds the context; fails when `params` holds a name the task did not declare (the
+    /// control plane refuses those, but a `RunJob` may come from elsewhere) or `as_of` is not
+    /// RFC 3339.
     ///
     /// The reference time ("now" of every window and cutoff): `params.as_of` when given; else,
     /// for a run fired by the schedule, its tick (`scheduled_for`), so that a run starting late
@@ -243,6 +361,17 @@ impl TaskContext {
         cancel: CancellationToken,
         summary: Arc<Mutex<Summary>>,
     ) -> Result<Self, TaskError> {
+        if let Some(name) = request
+            .params
+            .keys()
+            .find(|name| !request.declared.iter().any(|p| p.name == name.as_str()))
+        {
+            let known: Vec<&str> = request.declared.iter().map(|p| p.name).collect();
+            return Err(TaskError::InvalidParam {
+                name: name.clone(),
+                reason: format!("{} takes only {}", request.job, known.join(", ")),
+            });
+        }
         let now = match (
             as_of(&request.params)?,
             request.trigger,
@@ -263,6 +392,7 @@ impl TaskContext {
             now,
             tz: request.tz,
             params: request.params,
+            declared: request.declared,
             settings: parts.settings,
             run_stats: parts.run_stats,
             events,
@@ -380,14 +510,23 @@ impl TaskContext {
                 name: "batch_size".into(),
                 reason: "must be at least 1".into(),
             }),
-            Some(n) => Ok(n.min(10_000)),
+            Some(n) => Ok(n.min(params::MAX_BATCH)),
             None => Ok(default),
         }
     }
 
+    /// A declared whole-number parameter, when given. Reading a name the task did not declare
+    /// is a bug in the task, reported as such (every task runs in the test suite, so it cannot
+    /// ship), rather than a parameter silently ignored by the control plane's check.
     pub fn param_u64(&self, name: &str) -> Result<Option<u64>, TaskError> {
-        match self.params.get(name) {
-            None | Some(Value::Null) => Ok(None),
+        let Some(spec) = self.declared.iter().find(|p| p.name == name) else {
+            return Err(TaskError::InvalidParam {
+                name: name.into(),
+                reason: format!("{} reads a parameter it does not declare", self.job),
+            });
+        };
+        let value = match self.params.get(name) {
+            None | Some(Value::Null) => return Ok(None),
             Some(v) => v
                 .as_u64()
                 .or_else(|| {
@@ -396,11 +535,22 @@ impl TaskContext {
                         .map(|f| f as u64)
                 })
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .map(Some)
                 .ok_or_else(|| TaskError::InvalidParam {
                     name: name.into(),
                     reason: format!("expected a non-negative integer, got {v}"),
-                }),
+                })?,
+        };
+        let n = value as f64;
+        if spec.min.is_some_and(|m| n < m) || spec.max.is_some_and(|m| n > m) {
+            return Err(TaskError::InvalidParam {
+                name: name.into(),
+                reason: format!(
+                    "{value} is out of bounds [{}, {}]",
+                    spec.min.unwrap_or(0.0),
+                    spec.max.unwrap_or(f64::INFINITY)
+                ),
+            });
         }
+        Ok(Some(value))
     }
 }

@@ -251,6 +251,7 @@ impl TestDb {
                 trigger: opts.trigger,
                 tz: opts.tz,
                 params,
+                declared: task.params(),
             },
             tx,
             opts.cancel,
