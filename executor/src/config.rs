@@ -70,6 +70,39 @@ pub struct Config {
         global = true
     )]
     pub advertise_url: Option<String>,
+    /// Connections open at once on the gRPC port; more are closed at once.
+    #[arg(
+        long,
+        env = "TICKETMAX_MAX_CONNECTIONS",
+        default_value_t = 512,
+        global = true
+    )]
+    pub max_connections: usize,
+    /// Concurrent streams (runs, calls) per HTTP/2 connection.
+    #[arg(
+        long,
+        env = "TICKETMAX_MAX_STREAMS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_streams: u32,
+    /// A connection must send its first bytes (HTTP/2 preface, TLS hello) within this.
+    #[arg(
+        long,
+        env = "TICKETMAX_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub handshake_timeout_ms: u64,
+    /// A connection with no traffic for this long is closed (clients that answer the
+    /// server's keep-alive pings, such as the control plane, stay).
+    #[arg(
+        long,
+        env = "TICKETMAX_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub idle_timeout_ms: u64,
     /// The control plane's gRPC URL (ExecutorRegistry).
     #[arg(
         long = "control-plane-url",
@@ -307,6 +340,14 @@ pub struct Dirs {
 }
 
 impl Config {
+    /// The limits of the gRPC port.
+    pub fn connection_limits(&self) -> ticketmax_runtime::net::ConnectionLimits {
+        ticketmax_runtime::net::ConnectionLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: std::time::Duration::from_millis(self.handshake_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
     pub fn dirs(&self) -> Dirs {
         let data = self.data_dir.clone();
         let or = |dir: &Option<PathBuf>, default: &[&str]| {

@@ -9,7 +9,6 @@ use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,6 +75,9 @@ async fn migrated_db(config: &Config) -> anyhow::Result<DatabaseConnection> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(n) = ticketmax_runtime::net::raise_fd_limit() {
+        tracing::debug!(open_files = n, "file descriptor limit");
+    }
     let dirs = config.dirs();
     let db = migrated_db(&config).await?;
     let dialect = db::Dialect::of(&db)?;
@@ -191,7 +193,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "executor serving"
     );
     let server_shutdown = shutdown.clone();
-    let mut server = tonic::transport::Server::builder();
+    let incoming =
+        ticketmax_runtime::net::GuardedListener::new(listener, config.connection_limits(), "gRPC")
+            .incoming();
+    // Keep-alive pings find callers that vanished; callers that answer stay connected, so a
+    // long quiet run keeps its stream under the idle timeout.
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.max_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = server_tls {
         server = server.tls_config(tls).context("configuring gRPC TLS")?;
     }
@@ -204,10 +214,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(ticketmax_proto::MAX_REQUEST_BYTES),
             api::RequireToken::new(config.executor_token(), client_names),
         ))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            server_shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
         .await
         .context("serving gRPC")?;
 

@@ -1,13 +1,16 @@
 //! The attacks of the hardening review, run against the real binaries on Postgres:
 //!
 //! - `silent_idle_and_surplus_connections_are_closed_on_both_ports`: raw sockets that never
-//!   speak, HTTP/1 keep-alive connections left idle, more connections than the cap, and an
+//!   speak (on the executor's port too), HTTP/1 keep-alive connections left idle, more
+//!   connections than the cap, and an
 //!   oversized request head (431), while a real client still gets through.
 //! - `no_secret_reaches_any_log_at_trace_level_or_in_a_malformed_url`: both processes at
 //!   `RUST_LOG=trace` with a database password, an executor token, API tokens and an SMTP
 //!   password; then each binary with a malformed and an unsupported-scheme database URL.
 //! - `bad_parameters_are_refused_before_a_run_exists`: `as_of` of "yesterday", in the far
 //!   future, past the horizon, and undeclared parameters are `INVALID_ARGUMENT` with no run.
+//! - `a_failure_no_retry_can_fix_is_not_retried`: a run failing for a missing setting fails
+//!   at its first attempt.
 //! - `a_live_executor_id_cannot_be_taken_over`: a second registration of a live executor's id
 //!   from another address is refused; a heartbeat of a replaced session is told it was
 //!   displaced.
@@ -49,14 +52,18 @@ async fn silent_idle_and_surplus_connections_are_closed_on_both_ports() {
         .control_plane_env("TICKETMAX_HANDSHAKE_TIMEOUT_MS", "800")
         .control_plane_env("TICKETMAX_IDLE_TIMEOUT_MS", "2000")
         .control_plane_env("TICKETMAX_MAX_CONNECTIONS", "40")
+        .executor_env("TICKETMAX_HANDSHAKE_TIMEOUT_MS", "800")
+        .executor_env("TICKETMAX_IDLE_TIMEOUT_MS", "2000")
         .spawn()
         .await;
     let cp = &app.control_planes[0];
     let grpc = cp.grpc_addr;
     let http = cp.http_addr;
+    let executor = app.executors[0].addr;
 
-    // Silent sockets on both ports: closed after the handshake timeout, not kept forever.
-    for addr in [grpc, http] {
+    // Silent sockets on every port, the executor's too: closed after the handshake timeout,
+    // not kept forever.
+    for addr in [grpc, http, executor] {
         let mut silent = TcpStream::connect(addr).await.expect("connect");
         let took = closed_within(&mut silent, secs(5))
             .await
@@ -118,6 +125,19 @@ async fn silent_idle_and_surplus_connections_are_closed_on_both_ports() {
     drop(held);
     let status = app.status().await;
     assert_eq!(status.status, "active");
+
+    // The control plane's own connection to the executor answers keep-alive pings: a run
+    // after more than the executor's idle timeout still goes through.
+    app.silence_schedules(&[]).await;
+    assert_eq!(
+        app.run_to_completion(CLEAN_CACHE).await.state(),
+        RunState::Succeeded
+    );
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(
+        app.run_to_completion(CLEAN_CACHE).await.state(),
+        RunState::Succeeded
+    );
 }
 
 /// Every log file of the test, concatenated.
@@ -231,6 +251,38 @@ fn code<T>(r: &Result<T, tonic::Status>) -> Option<Code> {
 
 async fn run_count(app: &TestApp) -> i64 {
     app.control_scalar("SELECT count(*) FROM runs").await
+}
+
+/// A failure no retry can fix (here: marketing mail with no unsubscribe secret configured)
+/// fails the run at its first attempt, with retries left and no backoff.
+#[tokio::test]
+async fn a_failure_no_retry_can_fix_is_not_retried() {
+    const NEWSLETTER: &str = "notifications/send-weekly-newsletter";
+    let app = TestApp::builder()
+        .executor_env("TICKETMAX_UNSUBSCRIBE_SECRET", "")
+        .spawn()
+        .await;
+    app.silence_schedules(&[]).await;
+    let job = app
+        .update_job(UpdateJobRequest {
+            name: NEWSLETTER.into(),
+            max_retries: Some(3),
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateJob max_retries");
+    assert_eq!(job.max_retries, 3);
+    let started = Instant::now();
+    let done = app.run_to_completion(NEWSLETTER).await;
+    assert_eq!(done.state(), RunState::Failed, "{done:#?}");
+    assert_eq!(done.attempt, 1, "retried a permanent failure: {done:#?}");
+    assert!(
+        done.error.contains("TICKETMAX_UNSUBSCRIBE_SECRET"),
+        "error: {:?}",
+        done.error
+    );
+    // The first retry would have waited 5 s of backoff.
+    assert!(started.elapsed() < secs(5), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]

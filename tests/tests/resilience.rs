@@ -689,15 +689,15 @@ async fn a_failing_task_is_retried_with_exponential_backoff_up_to_max_retries_th
         .expect("UpdateJob max_retries");
     assert_eq!(job.max_retries, 2);
 
-    // batch_size 0 is refused by the task: every attempt fails.
-    let run = app
-        .try_trigger(CANCEL_EXPIRED, "", Some(json!({ "batch_size": 0 })))
-        .await
-        .expect("TriggerJob");
+    // The task's table is gone: every attempt fails with a database error, which a retry
+    // could fix (a bad parameter could not, and is refused before a run exists).
+    app.ticketing_exec("ALTER TABLE bookings RENAME TO bookings_away")
+        .await;
+    let run = app.trigger(CANCEL_EXPIRED).await;
     let done = app.wait_for_run(&run.id, terminal, secs(55)).await;
     assert_eq!(done.state(), RunState::Failed, "{done:#?}");
     assert_eq!(done.attempt, 3, "1 attempt + 2 retries: {done:#?}");
-    assert!(done.error.contains("batch_size"), "error: {:?}", done.error);
+    assert!(done.error.contains("bookings"), "error: {:?}", done.error);
 
     let changes = state_changes(&app.watch(&run.id, 0, secs(10)).await);
     let seq: Vec<(RunState, u32)> = changes.iter().map(|(s, a, _, _)| (*s, *a)).collect();
@@ -731,10 +731,7 @@ async fn a_failing_task_is_retried_with_exponential_backoff_up_to_max_retries_th
     );
     for (s, _, m, _) in &changes {
         if *s == RunState::Queued && m.contains("failed") {
-            assert!(
-                m.contains("batch_size"),
-                "retry message names the error: {m}"
-            );
+            assert!(m.contains("bookings"), "retry message names the error: {m}");
         }
     }
 }
