@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bulk-job benchmark (issue 3 item 5): 1,000,000 bookings on Postgres; each bulk job (the real
+# Bulk-job benchmark: 1,000,000 bookings on Postgres; each bulk job (the real
 # executor Task) against ONE hand-written SQL statement doing the same writes on an identical
 # copy of the data (the floor), with the ratio. Creates and drops its own databases.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test of issue 5: 3 control-plane replicas, 3 executors, every catalog job (32) on an
+# Soak test (README, "Benchmarks and soak"): 3 control-plane replicas, 3 executors, every catalog job (32) on an
 # every-second schedule, random SIGKILLs and restarts of replicas and executors; then every job is
 # paused, the queue drains and the control-plane database is audited (ticks expected, run,
 # skipped, missed, doubled). Exits non-zero unless missed and doubled are 0.

@@ -315,7 +315,7 @@ mod tests {
     }
 }
 
-/// Issue 8: any configuration text and any credentials get an answer, never a panic; a
+/// Any configuration text and any credentials get an answer, never a panic; a
 /// configured token is recognised whatever its name, and nothing else is.
 #[cfg(test)]
 mod proptests {

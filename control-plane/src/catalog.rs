@@ -1,4 +1,4 @@
-//! The catalog of ticketing jobs: every job of SPEC §4 with the seed's default schedule.
+//! The catalog of ticketing jobs: every job of `docs/jobs.md` with the seed's default schedule.
 //!
 //! Upserted into the `jobs` table at start-up; an operator's changes (schedule, timezone,
 //! enabled, policies) survive the upsert.

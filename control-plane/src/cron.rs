@@ -347,7 +347,7 @@ mod tests {
     }
 }
 
-/// Issue 8: whatever a caller sends as a schedule or a timezone gets an answer, never a panic;
+/// Whatever a caller sends as a schedule or a timezone gets an answer, never a panic;
 /// and every well-formed expression (fields within their ranges) is accepted and fires.
 #[cfg(test)]
 mod proptests {

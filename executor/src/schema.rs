@@ -1,4 +1,4 @@
-//! The ticketing schema (SPEC §5) as sea-orm migrations, for Postgres and SQLite.
+//! The ticketing schema (described in `executor/README.md`) as sea-orm migrations, for Postgres and SQLite.
 //!
 //! Other components' tests insert rows with plain SQL, so the §5 column names are kept exactly,
 //! every id is an auto-incremented BIGINT, and every column that is not essential to a row has a

@@ -1,4 +1,4 @@
-//! Every task of SPEC §4 runs on seeded demo data, on SQLite and Postgres, keeps the ticket
+//! Every task of `docs/jobs.md` runs on seeded demo data, on SQLite and Postgres, keeps the ticket
 //! invariant, and queues no e-mail the second time.
 mod common;
 

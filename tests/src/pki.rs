@@ -1,4 +1,4 @@
-//! Certificates made in the test with rcgen (issue 8's TLS tests, SMTP over TLS): a CA, leaf
+//! Certificates made in the test with rcgen (the TLS and mutual-TLS tests, SMTP over TLS): a CA, leaf
 //! certificates it signs, and PEM files written under a test's directory.
 use std::path::Path;
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Timelike, Utc};
 use croner::Cron;
 
-/// The job table of SPEC §4 with the seed's default schedules, as 5-field cron expressions.
+/// The job table of `docs/jobs.md` with the seed's default schedules, as 5-field cron expressions.
 pub const SPEC_JOBS: &[(&str, &str)] = &[
     ("payment-cleanup/cleanup-abandoned-payments", "*/10 * * * *"),
     ("payment-cleanup/handle-payment-timeouts", "*/5 * * * *"),

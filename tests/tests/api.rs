@@ -68,7 +68,7 @@ async fn list_jobs_has_every_spec_job_with_the_seed_default_schedule() {
     }
     assert!(
         problems.is_empty(),
-        "ListJobs disagrees with SPEC §4:\n{}",
+        "ListJobs disagrees with the catalog of docs/jobs.md:\n{}",
         problems.join("\n")
     );
 

@@ -1,4 +1,4 @@
-//! SPEC §8 end to end: one trace per run across both processes, exported over OTLP/gRPC to a real
+//! Observability (README, "Operating it") end to end: one trace per run across both processes, exported over OTLP/gRPC to a real
 //! receiver running inside this test; the control plane's Prometheus `/metrics`; JSON logs with
 //! `LOG_FORMAT=json`.
 

@@ -1,4 +1,4 @@
-//! Issue 5, proven with real processes: DST, missed ticks, overlap policies (one replica and two),
+//! Scheduling rules of `docs/scheduling.md`, proven with real processes: DST, missed ticks, overlap policies (one replica and two),
 //! retries with backoff, timeouts, cancellation, executor loss and control-plane replicas that
 //! are SIGKILLed or SIGTERMed. Each test is one scenario; its name says what must hold.
 //!
@@ -42,7 +42,7 @@ async fn cancelled_bookings(app: &TestApp) -> i64 {
         .await
 }
 
-/// SPEC §5: available + held by pending and confirmed bookings = total, and every cancelled
+/// The inventory rule of `docs/jobs.md`: available + held by pending and confirmed bookings = total, and every cancelled
 /// booking got exactly one e-mail (none lost, none doubled by a retry).
 async fn assert_ticketing_consistent(app: &TestApp) {
     app.assert_inventory_consistent().await;

@@ -6,7 +6,7 @@ use ticketmax_e2e::*;
 const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
 const ABANDONED: &str = "payment-cleanup/cleanup-abandoned-payments";
 
-/// SPEC §5 invariant: available + tickets held by pending and confirmed bookings = total.
+/// The inventory rule of `docs/jobs.md`: available + tickets held by pending and confirmed bookings = total.
 async fn assert_inventory_invariant(app: &TestApp) {
     let broken = app
         .ticketing_rows(

@@ -1,4 +1,5 @@
-//! The ticketing jobs of SPEC §4, one module per service of the original system.
+//! The ticketing jobs, one module per service of the original system; their rules are in
+//! `docs/jobs.md`.
 //!
 //! Every mutating job works in chunks: one transaction per chunk, conditions re-checked inside
 //! the UPDATE/DELETE itself, e-mails queued in the same transaction, a progress event after each

@@ -1,4 +1,4 @@
-//! Soak test of issue 5: 3 control-plane replicas and 3 executors on one Postgres, every catalog
+//! Soak test: 3 control-plane replicas and 3 executors on one Postgres, every catalog
 //! job (32) on an every-second schedule, while random replicas and executors are SIGKILLed and
 //! restarted. At the end all jobs are paused, the queue drains, and the control-plane database
 //! is audited: ticks expected (every second of every job between its first and last recorded
