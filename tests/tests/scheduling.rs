@@ -3,7 +3,7 @@
 use chrono::{DurationRound, Utc};
 use ticketmax_e2e::*;
 
-const JOB: &str = "data-cleanup/clean-cache";
+use ticketmax_e2e::jobs::CLEAN_CACHE as JOB;
 
 #[tokio::test]
 async fn every_second_schedule_fires_each_tick_once_and_pause_stops_it() {
