@@ -835,6 +835,7 @@ impl TestAppBuilder {
             control_planes: Vec::new(),
             executors: Vec::new(),
             others: Vec::new(),
+            silenced: std::sync::Mutex::new(None),
             control_db: None,
             ticketing_db: None,
             ca_pem: None,
@@ -988,6 +989,8 @@ pub struct TestApp {
     pub executors: Vec<Executor>,
     /// Processes a test started with [`TestApp::start_process`] (not waited for).
     others: Vec<Proc>,
+    /// When [`TestApp::silence_schedules`] ran, and the jobs it silenced.
+    silenced: std::sync::Mutex<Option<(DateTime<Utc>, HashSet<String>)>>,
     databases: Vec<String>,
     control_db: Option<DatabaseConnection>,
     ticketing_db: Option<DatabaseConnection>,
@@ -1197,11 +1200,36 @@ impl TestApp {
 
     /// Moves every job's schedule (except `except`) to once a year (`0 0 1 1 *`), so that no
     /// default tick (every 5 min, hourly, ...) fires in the middle of a test and touches its data.
+    ///
+    /// A default tick may still have fired between the start and this call (a test that starts
+    /// at 07:40:00 sees the every-5-minutes tick of 07:40:00): [`Self::schedule_runs`] leaves
+    /// out the ticks of silenced jobs from before this call, so they are not taken for the
+    /// test's own.
     pub async fn silence_schedules(&self, except: &[&str]) {
+        let mut silenced = HashSet::new();
         for job in self.list_jobs().await {
             if !except.contains(&job.name.as_str()) {
                 self.set_schedule(&job.name, "0 0 1 1 *").await;
+                silenced.insert(job.name);
             }
+        }
+        let mut guard = self
+            .silenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Some((Utc::now(), silenced));
+    }
+
+    /// Whether `run` is a default tick of a job [`Self::silence_schedules`] silenced, from
+    /// before it did.
+    fn before_silence(&self, run: &Run) -> bool {
+        let guard = self
+            .silenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&*guard, scheduled_for(run)) {
+            (Some((at, jobs)), Some(t)) => t < *at && jobs.contains(&run.job),
+            _ => false,
         }
     }
 
@@ -1253,13 +1281,14 @@ impl TestApp {
         self.list_all_runs(job, RunState::Unspecified, 100).await
     }
 
-    /// The runs of `job` fired by its schedule, ordered by `scheduled_for`.
+    /// The runs of `job` fired by its schedule, ordered by `scheduled_for` (without the default
+    /// ticks from before [`Self::silence_schedules`]).
     pub async fn schedule_runs(&self, job: &str) -> Vec<Run> {
         let mut runs: Vec<Run> = self
             .runs_of(job)
             .await
             .into_iter()
-            .filter(|r| r.trigger() == Trigger::Schedule)
+            .filter(|r| r.trigger() == Trigger::Schedule && !self.before_silence(r))
             .collect();
         runs.sort_by_key(|r| (scheduled_for(r), r.id.clone()));
         runs
