@@ -1,6 +1,6 @@
 //! The ticketing schema (described in `executor/README.md`) as sea-orm migrations, for Postgres and SQLite.
 //!
-//! Other components' tests insert rows with plain SQL, so the §5 column names are kept exactly,
+//! Other components' tests insert rows with plain SQL, so the column names of `executor/README.md` are kept exactly,
 //! every id is an auto-incremented BIGINT, and every column that is not essential to a row has a
 //! default. Money is BIGINT minor units; times are `timestamptz` on Postgres and RFC 3339 text on
 //! SQLite (the executor binds every time from Rust, so both compare the same way). There are no

@@ -9,6 +9,14 @@
 //! `target/e2e-logs/<test binary>/<test>/<process>.log`; on a panic the tail of each log is
 //! printed.
 //!
+//! The builder covers every shape the tests need: several replicas and executors, API tokens
+//! ([`TestAppBuilder::api_token`], [`TestAppBuilder::operator_token`]), server TLS from a CA the
+//! harness makes ([`TestAppBuilder::tls`]), the control plane on its embedded SQLite store
+//! ([`TestAppBuilder::sqlite_store`]) and processes started from an empty environment
+//! ([`TestAppBuilder::clean_env`]). Tests that need control planes and executors each with its
+//! own environment (mutual TLS, impostors, start-up checks) start them one by one with
+//! [`TestApp::start_control_plane`] and [`TestApp::start_executor`] (module `custom`).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use ticketmax_e2e::{TestApp, terminal, secs};
@@ -18,11 +26,15 @@
 //! # }
 //! ```
 
+mod custom;
 mod db;
+pub mod http;
+pub mod jobs;
 pub mod pki;
 mod process;
 pub mod schedule;
-pub mod secured;
+pub mod smtp;
+pub mod tokens;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -39,6 +51,7 @@ use tonic::{Code, Status};
 
 pub use db::{SERVER_URL_VAR, database_url, server_url};
 pub use process::Proc;
+pub use tokens::{ApiToken, hash_token};
 pub use ticketmax_proto::v1::{
     self, GetJobRequest, GetRunRequest, GetStatusRequest, GetStatusResponse, Job, ListJobsRequest,
     ListRunsRequest, PauseJobRequest, ResumeJobRequest, Run, RunEvent, RunState, Trigger,
@@ -68,15 +81,6 @@ impl tonic::service::Interceptor for HarnessToken {
         }
         Ok(req)
     }
-}
-
-/// The hex SHA-256 of a token, as `TICKETMAX_API_TOKENS` wants it.
-pub fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 pub const CONTROL_PLANE_BIN: &str = "ticketmax-control-plane";
@@ -134,7 +138,7 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
@@ -324,6 +328,19 @@ pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     client: Option<Api>,
+    readiness: Readiness,
+}
+
+/// How the harness tells that a control plane is up.
+#[derive(Clone)]
+pub(crate) enum Readiness {
+    /// `GetStatus` answers over plaintext gRPC (with the harness's token, when it has one); the
+    /// harness keeps that client for [`TestApp::api`].
+    GetStatus,
+    /// `GET /healthz` answers 200 on the HTTP port (over TLS with this client when given): for
+    /// control planes the harness cannot call, because they want a token it does not hold or
+    /// speak TLS. They have no harness client.
+    Healthz(Option<tokio_rustls::TlsConnector>),
 }
 
 impl ControlPlane {
@@ -341,25 +358,32 @@ impl ControlPlane {
 
     /// Starts the process and waits until it answers `GetStatus`.
     pub async fn start(&mut self) {
-        let url = self.url();
         self.proc.start();
-        match wait_control_plane_ready(&mut self.proc, &url).await {
-            Ok(api) => self.client = Some(api),
-            Err(PortTaken) => exited_panic(&mut self.proc, "answering GetStatus (port taken)"),
+        if let Err(PortTaken) = self.wait_ready().await {
+            exited_panic(&mut self.proc, "being ready (port taken)")
         }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), PortTaken> {
+        match self.readiness.clone() {
+            Readiness::GetStatus => {
+                let url = self.url();
+                self.client = Some(wait_control_plane_ready(&mut self.proc, &url).await?);
+            }
+            Readiness::Healthz(tls) => {
+                wait_healthy(&mut self.proc, self.http_addr, tls.as_ref()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// First start: like [`Self::start`], but on fresh ports when the picked ones were taken
     /// before the process could bind them.
     async fn start_on_free_ports(&mut self) {
         for attempt in 1..=3 {
-            let url = self.url();
             self.proc.start();
-            match wait_control_plane_ready(&mut self.proc, &url).await {
-                Ok(api) => {
-                    self.client = Some(api);
-                    return;
-                }
+            match self.wait_ready().await {
+                Ok(()) => return,
                 Err(PortTaken) if attempt < 3 => {
                     self.grpc_addr = free_addr();
                     self.http_addr = free_addr();
@@ -368,7 +392,7 @@ impl ControlPlane {
                     self.proc
                         .set_env("TICKETMAX_HTTP_ADDR", &self.http_addr.to_string());
                 }
-                Err(PortTaken) => exited_panic(&mut self.proc, "answering GetStatus (port taken)"),
+                Err(PortTaken) => exited_panic(&mut self.proc, "being ready (port taken)"),
             }
         }
     }
@@ -397,21 +421,43 @@ pub struct Executor {
     pub addr: SocketAddr,
     /// The control plane it registers with.
     pub control_plane_url: String,
+    registered: Registered,
+}
+
+/// How the harness tells that an executor has registered.
+#[derive(Clone)]
+pub(crate) enum Registered {
+    /// Its control plane lists it as live in `GetStatus` (called like [`Readiness::GetStatus`]).
+    InGetStatus,
+    /// Its row in the store's `executors` table is not deregistered: for control planes the
+    /// harness cannot call.
+    InStore(DatabaseConnection),
 }
 
 impl Executor {
-    /// Starts the process and waits until its control plane lists it as live.
+    /// Starts the process and waits until it has registered with its control plane.
     pub async fn start(&mut self) {
-        let since = Utc::now() - chrono::Duration::seconds(1);
         self.proc.start();
-        let live = wait_executor_live(
-            &mut self.proc,
-            &self.control_plane_url,
-            &self.executor_id,
-            since,
-        );
-        if let Err(PortTaken) = live.await {
+        if let Err(PortTaken) = self.wait_registered(Utc::now()).await {
             exited_panic(&mut self.proc, "registering as live (port taken)");
+        }
+    }
+
+    async fn wait_registered(&mut self, started: DateTime<Utc>) -> Result<(), PortTaken> {
+        let since = started - chrono::Duration::seconds(1);
+        match self.registered.clone() {
+            Registered::InGetStatus => {
+                wait_executor_live(
+                    &mut self.proc,
+                    &self.control_plane_url,
+                    &self.executor_id,
+                    since,
+                )
+                .await
+            }
+            Registered::InStore(db) => {
+                wait_executor_in_store(&mut self.proc, &db, &self.executor_id).await
+            }
         }
     }
 
@@ -419,15 +465,9 @@ impl Executor {
     /// before the process could bind it.
     async fn start_on_free_port(&mut self) {
         for attempt in 1..=3 {
-            let since = Utc::now() - chrono::Duration::seconds(1);
+            let started = Utc::now();
             self.proc.start();
-            let live = wait_executor_live(
-                &mut self.proc,
-                &self.control_plane_url,
-                &self.executor_id,
-                since,
-            );
-            match live.await {
+            match self.wait_registered(started).await {
                 Ok(()) => return,
                 Err(PortTaken) if attempt < 3 => {
                     self.addr = free_addr();
@@ -570,11 +610,68 @@ async fn wait_executor_live(
     }
 }
 
+/// Waits until `GET /healthz` on `http` answers 200.
+async fn wait_healthy(
+    proc: &mut Proc,
+    http: SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<(), PortTaken> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if !proc.is_running() {
+            return Err(exited(proc, "answering /healthz"));
+        }
+        let last = match http::call(http, tls, "GET", "/healthz", None).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((code, body)) => format!("{code} {body}"),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            panic!(
+                "{} did not answer /healthz on {http} within {READY_TIMEOUT:?} (last: {last}); \
+                 log {}:\n{}",
+                proc.name(),
+                proc.log_path().display(),
+                proc.log_tail(60)
+            );
+        }
+        tokio::time::sleep(millis(150)).await;
+    }
+}
+
+/// Waits until the store lists executor `id` as registered (not deregistered).
+async fn wait_executor_in_store(
+    proc: &mut Proc,
+    db: &DatabaseConnection,
+    id: &str,
+) -> Result<(), PortTaken> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let sql = format!("SELECT count(*) FROM executors WHERE id = '{id}' AND NOT deregistered");
+    loop {
+        if !proc.is_running() {
+            return Err(exited(proc, "registering"));
+        }
+        let n: i64 = scalar(db, &sql, "control-plane").await;
+        if n == 1 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "executor {id} never registered within {READY_TIMEOUT:?}; log {}:\n{}",
+                proc.log_path().display(),
+                proc.log_tail(60)
+            );
+        }
+        tokio::time::sleep(millis(200)).await;
+    }
+}
+
 // -------------------------------------------------------------------------------------------
 // Builder
 // -------------------------------------------------------------------------------------------
 
-/// Options for [`TestApp`]: how many control planes and executors, extra environment.
+/// Options for [`TestApp`]: how many control planes and executors, their store, tokens, TLS and
+/// extra environment.
 pub struct TestAppBuilder {
     name: Option<String>,
     control_planes: usize,
@@ -584,6 +681,11 @@ pub struct TestAppBuilder {
     executor_env: Vec<(String, String)>,
     wait_for_executors: bool,
     database_password: Option<String>,
+    api_tokens: Vec<ApiToken>,
+    harness_token: Option<String>,
+    tls: bool,
+    sqlite_store: bool,
+    clean_env: bool,
 }
 
 impl Default for TestAppBuilder {
@@ -597,6 +699,11 @@ impl Default for TestAppBuilder {
             executor_env: Vec::new(),
             wait_for_executors: true,
             database_password: None,
+            api_tokens: Vec::new(),
+            harness_token: None,
+            tls: false,
+            sqlite_store: false,
+            clean_env: false,
         }
     }
 }
@@ -608,8 +715,9 @@ impl TestAppBuilder {
         self
     }
 
+    /// How many control-plane replicas `spawn` starts (0: the test starts its own with
+    /// [`TestApp::start_control_plane`]).
     pub fn control_planes(mut self, n: usize) -> Self {
-        assert!(n >= 1, "at least one control plane");
         self.control_planes = n;
         self
     }
@@ -637,14 +745,47 @@ impl TestAppBuilder {
         self
     }
 
-    /// API tokens on the control planes, with `token` as operator `name`; the harness's own
-    /// calls carry it.
+    /// An API token on the control planes (`TICKETMAX_API_TOKENS`, hashed by the control
+    /// plane's own `hash-token`). The harness's own calls carry no token unless one is set
+    /// with [`Self::operator_token`]; without one, readiness is read from `/healthz` and the
+    /// app has no harness client.
+    pub fn api_token(mut self, name: &str, role: &str, secret: &str) -> Self {
+        self.api_tokens.push(ApiToken::new(name, role, secret));
+        self
+    }
+
+    /// Two API tokens: `dashboard` as viewer ([`tokens::VIEWER_TOKEN`]) and `ops` as operator
+    /// ([`tokens::OPERATOR_TOKEN`]), neither carried by the harness's calls.
+    pub fn viewer_and_operator(self) -> Self {
+        self.api_token("dashboard", "viewer", tokens::VIEWER_TOKEN)
+            .api_token("ops", "operator", tokens::OPERATOR_TOKEN)
+    }
+
+    /// An operator token `name` on the control planes that the harness's own calls carry.
     pub fn operator_token(mut self, name: &str, token: &str) -> Self {
-        let _ = HARNESS_TOKEN.set(token.to_owned());
-        self.cp_env.push((
-            "TICKETMAX_API_TOKENS".into(),
-            format!("{name}:operator:{}", token_hash(token)),
-        ));
+        self.harness_token = Some(token.to_owned());
+        self.api_token(name, "operator", token)
+    }
+
+    /// Control planes serve TLS with a certificate for `localhost` and `127.0.0.1` from a CA
+    /// the harness makes ([`TestApp::ca_file`]); readiness is read from `/healthz` over TLS.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Control planes keep their store in the embedded SQLite database of their data
+    /// directory instead of Postgres (the product's default); [`TestApp::control_db`] is then
+    /// not available.
+    pub fn sqlite_store(mut self) -> Self {
+        self.sqlite_store = true;
+        self
+    }
+
+    /// Every process starts from an empty environment (only `PATH` and what the harness and
+    /// the test set), as on a clean server.
+    pub fn clean_env(mut self) -> Self {
+        self.clean_env = true;
         self
     }
 
@@ -662,7 +803,9 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
-        let server = server_url();
+        if let Some(token) = &self.harness_token {
+            let _ = HARNESS_TOKEN.set(token.clone());
+        }
         let name = self.name.clone().unwrap_or_else(current_test_name);
         let log_dir = target_dir().join("e2e-logs").join(&name);
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -670,6 +813,14 @@ impl TestAppBuilder {
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_dir.display()));
         eprintln!("[e2e] {name}: process logs in {}", log_dir.display());
 
+        // Postgres is needed for the control planes' store unless it is SQLite, and for the
+        // ticketing data whenever an executor may run.
+        let needs_postgres = !self.sqlite_store || self.executors > 0;
+        let server = if needs_postgres {
+            server_url()
+        } else {
+            String::new()
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let cp_db = format!("tm_cp_{id}");
         let tk_db = format!("tm_tk_{id}");
@@ -678,22 +829,73 @@ impl TestAppBuilder {
             name,
             log_dir: log_dir.clone(),
             server_url: server.clone(),
-            cp_database_url: database_url(&server, &cp_db),
-            tk_database_url: database_url(&server, &tk_db),
+            cp_database_url: String::new(),
+            tk_database_url: String::new(),
             databases: Vec::new(),
             control_planes: Vec::new(),
             executors: Vec::new(),
+            others: Vec::new(),
+            silenced: std::sync::Mutex::new(None),
             control_db: None,
             ticketing_db: None,
+            ca_pem: None,
+            clean_env: self.clean_env,
+            readiness_tls: None,
         };
-        for db in [&cp_db, &tk_db] {
-            db::create_database(&server, db).await;
-            app.databases.push(db.clone());
+        let mut create = Vec::new();
+        if !self.sqlite_store {
+            app.cp_database_url = database_url(&server, &cp_db);
+            create.push(cp_db);
+        }
+        if needs_postgres {
+            app.tk_database_url = database_url(&server, &tk_db);
+            create.push(tk_db);
+        }
+        for db in create {
+            db::create_database(&server, &db).await;
+            app.databases.push(db);
         }
         if let Some(pw) = &self.database_password {
             app.cp_database_url = with_password(&app.cp_database_url, pw);
             app.tk_database_url = with_password(&app.tk_database_url, pw);
         }
+        if !app.cp_database_url.is_empty() {
+            app.control_db = Some(db::connect(&app.cp_database_url, 3).await);
+        }
+        if !app.tk_database_url.is_empty() {
+            app.ticketing_db = Some(db::connect(&app.tk_database_url, 3).await);
+        }
+
+        let mut cp_env = self.cp_env.clone();
+        if self.tls {
+            let ca = pki::make_ca("TicketMax test CA");
+            let (cert, key) = pki::leaf(&ca, &["localhost", "127.0.0.1"], "localhost");
+            pki::write_pem(&log_dir, "ca.pem", &ca.pem());
+            cp_env.push((
+                "TICKETMAX_TLS_CERT".into(),
+                pki::write_pem(&log_dir, "server.pem", &cert),
+            ));
+            cp_env.push((
+                "TICKETMAX_TLS_KEY".into(),
+                pki::write_pem(&log_dir, "server.key", &key),
+            ));
+            app.readiness_tls = Some(http::https_client(&ca.pem(), None));
+            app.ca_pem = Some(ca.pem());
+        }
+        if !self.api_tokens.is_empty() {
+            cp_env.push((
+                "TICKETMAX_API_TOKENS".into(),
+                tokens::api_tokens_env(&self.api_tokens),
+            ));
+        }
+        // The harness calls GetStatus itself when it can: plaintext, and a token if one is
+        // required.
+        let callable = !self.tls && (self.api_tokens.is_empty() || self.harness_token.is_some());
+        let readiness = if callable {
+            Readiness::GetStatus
+        } else {
+            Readiness::Healthz(app.readiness_tls.clone())
+        };
 
         let base_env = |extra: &[(String, String)]| -> Vec<(String, String)> {
             let mut v = vec![("RUST_LOG".to_owned(), "info".to_owned())];
@@ -704,19 +906,7 @@ impl TestAppBuilder {
 
         for i in 1..=self.control_planes {
             let replica_id = format!("cp-{i}");
-            let grpc_addr = free_addr();
-            let http_addr = free_addr();
-            let data_dir = log_dir.join("data").join(&replica_id);
-            std::fs::create_dir_all(&data_dir).expect("create data dir");
             let mut env = vec![
-                ("TICKETMAX_GRPC_ADDR".to_owned(), grpc_addr.to_string()),
-                ("TICKETMAX_HTTP_ADDR".to_owned(), http_addr.to_string()),
-                ("DATABASE_URL".to_owned(), app.cp_database_url.clone()),
-                (
-                    "TICKETMAX_DATA_DIR".to_owned(),
-                    data_dir.display().to_string(),
-                ),
-                ("TICKETMAX_REPLICA_ID".to_owned(), replica_id.clone()),
                 (
                     "TICKETMAX_EXECUTOR_TIMEOUT_MS".to_owned(),
                     "3000".to_owned(),
@@ -728,48 +918,23 @@ impl TestAppBuilder {
                     "36500".to_owned(),
                 ),
             ];
-            env.extend(base_env(&self.cp_env));
-            let proc = Proc::new(
-                replica_id.clone(),
-                binary(CONTROL_PLANE_BIN),
-                Vec::new(),
-                env,
-                log_dir.join(format!("{replica_id}.log")),
-            );
-            app.control_planes.push(ControlPlane {
-                proc,
-                replica_id,
-                grpc_addr,
-                http_addr,
-                client: None,
-            });
+            env.extend(base_env(&cp_env));
+            let cp = app.new_control_plane(&replica_id, env, readiness.clone());
+            app.control_planes.push(cp);
         }
         // Start replicas one after the other: the first one runs the store's migrations.
         for cp in &mut app.control_planes {
             cp.start_on_free_ports().await;
         }
 
+        let registered = match (&readiness, &app.control_db) {
+            (Readiness::Healthz(_), Some(db)) => Registered::InStore(db.clone()),
+            _ => Registered::InGetStatus,
+        };
         for i in 1..=self.executors {
             let executor_id = format!("ex-{i}");
-            let addr = free_addr();
             let control_plane_url = app.control_planes[(i - 1) % app.control_planes.len()].url();
-            let data_dir = log_dir.join("data").join(&executor_id);
-            std::fs::create_dir_all(&data_dir).expect("create data dir");
-            let mut env = vec![
-                ("TICKETMAX_EXECUTOR_ADDR".to_owned(), addr.to_string()),
-                (
-                    "TICKETMAX_CONTROL_PLANE_URL".to_owned(),
-                    control_plane_url.clone(),
-                ),
-                (
-                    "TICKETING_DATABASE_URL".to_owned(),
-                    app.tk_database_url.clone(),
-                ),
-                (
-                    "TICKETMAX_DATA_DIR".to_owned(),
-                    data_dir.display().to_string(),
-                ),
-                ("TICKETMAX_EXECUTOR_ID".to_owned(), executor_id.clone()),
+            let env = vec![
                 // Newsletter and marketing jobs refuse to run without it; a test may override
                 // it (an empty value is unset).
                 (
@@ -777,20 +942,10 @@ impl TestAppBuilder {
                     UNSUBSCRIBE_SECRET.to_owned(),
                 ),
             ];
+            let mut env = env;
             env.extend(base_env(&self.executor_env));
-            let proc = Proc::new(
-                executor_id.clone(),
-                binary(EXECUTOR_BIN),
-                Vec::new(),
-                env,
-                log_dir.join(format!("{executor_id}.log")),
-            );
-            app.executors.push(Executor {
-                proc,
-                executor_id,
-                addr,
-                control_plane_url,
-            });
+            let ex = app.new_executor(&executor_id, control_plane_url, env, registered.clone());
+            app.executors.push(ex);
         }
         for ex in &mut app.executors {
             if self.wait_for_executors {
@@ -799,9 +954,6 @@ impl TestAppBuilder {
                 ex.proc.start();
             }
         }
-
-        app.control_db = Some(db::connect(&app.cp_database_url, 3).await);
-        app.ticketing_db = Some(db::connect(&app.tk_database_url, 3).await);
         app
     }
 }
@@ -835,9 +987,19 @@ pub struct TestApp {
     pub tk_database_url: String,
     pub control_planes: Vec<ControlPlane>,
     pub executors: Vec<Executor>,
+    /// Processes a test started with [`TestApp::start_process`] (not waited for).
+    others: Vec<Proc>,
+    /// When [`TestApp::silence_schedules`] ran, and the jobs it silenced.
+    silenced: std::sync::Mutex<Option<(DateTime<Utc>, HashSet<String>)>>,
     databases: Vec<String>,
     control_db: Option<DatabaseConnection>,
     ticketing_db: Option<DatabaseConnection>,
+    /// The CA of [`TestAppBuilder::tls`].
+    ca_pem: Option<String>,
+    clean_env: bool,
+    /// The HTTPS client of readiness checks for control planes started by the test from now on
+    /// ([`TestApp::set_readiness_tls`]).
+    readiness_tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl TestApp {
@@ -875,9 +1037,20 @@ impl TestApp {
         self.ticketing_db.as_ref().expect("ticketing db")
     }
 
-    /// The control plane's store.
+    /// The control plane's store (Postgres only: not with [`TestAppBuilder::sqlite_store`]).
     pub fn control_db(&self) -> &DatabaseConnection {
-        self.control_db.as_ref().expect("control db")
+        self.control_db
+            .as_ref()
+            .expect("the control plane's store is SQLite here: the harness does not open it")
+    }
+
+    /// The CA certificate (PEM) of [`TestAppBuilder::tls`], and its file.
+    pub fn ca_pem(&self) -> &str {
+        self.ca_pem.as_deref().expect("the app was built without .tls()")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.log_dir.join("pki").join("ca.pem")
     }
 
     // ---- gRPC scenario helpers ----------------------------------------------------------
@@ -1027,11 +1200,36 @@ impl TestApp {
 
     /// Moves every job's schedule (except `except`) to once a year (`0 0 1 1 *`), so that no
     /// default tick (every 5 min, hourly, ...) fires in the middle of a test and touches its data.
+    ///
+    /// A default tick may still have fired between the start and this call (a test that starts
+    /// at 07:40:00 sees the every-5-minutes tick of 07:40:00): [`Self::schedule_runs`] leaves
+    /// out the ticks of silenced jobs from before this call, so they are not taken for the
+    /// test's own.
     pub async fn silence_schedules(&self, except: &[&str]) {
+        let mut silenced = HashSet::new();
         for job in self.list_jobs().await {
             if !except.contains(&job.name.as_str()) {
                 self.set_schedule(&job.name, "0 0 1 1 *").await;
+                silenced.insert(job.name);
             }
+        }
+        let mut guard = self
+            .silenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Some((Utc::now(), silenced));
+    }
+
+    /// Whether `run` is a default tick of a job [`Self::silence_schedules`] silenced, from
+    /// before it did.
+    fn before_silence(&self, run: &Run) -> bool {
+        let guard = self
+            .silenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&*guard, scheduled_for(run)) {
+            (Some((at, jobs)), Some(t)) => t < *at && jobs.contains(&run.job),
+            _ => false,
         }
     }
 
@@ -1083,13 +1281,14 @@ impl TestApp {
         self.list_all_runs(job, RunState::Unspecified, 100).await
     }
 
-    /// The runs of `job` fired by its schedule, ordered by `scheduled_for`.
+    /// The runs of `job` fired by its schedule, ordered by `scheduled_for` (without the default
+    /// ticks from before [`Self::silence_schedules`]).
     pub async fn schedule_runs(&self, job: &str) -> Vec<Run> {
         let mut runs: Vec<Run> = self
             .runs_of(job)
             .await
             .into_iter()
-            .filter(|r| r.trigger() == Trigger::Schedule)
+            .filter(|r| r.trigger() == Trigger::Schedule && !self.before_silence(r))
             .collect();
         runs.sort_by_key(|r| (scheduled_for(r), r.id.clone()));
         runs
@@ -1245,24 +1444,19 @@ impl TestApp {
         .await;
     }
 
-    /// SPEC §5 on event 10: available + held by pending and confirmed bookings = total.
+    /// The ticket invariant of `docs/jobs.md` on every event: available + tickets held by
+    /// pending and confirmed bookings = total.
     pub async fn assert_inventory_consistent(&self) {
-        let (available, held, total): (i64, i64, i64) = (
-            self.ticketing_scalar("SELECT available_tickets::bigint FROM events WHERE id = 10")
-                .await,
-            self.ticketing_scalar(
-                "SELECT COALESCE(SUM(quantity), 0)::bigint FROM bookings \
-                 WHERE event_id = 10 AND status IN ('pending', 'confirmed')",
+        let broken = self
+            .ticketing_rows(
+                "SELECT e.id, e.total_tickets, e.available_tickets, \
+                        COALESCE(SUM(b.quantity) FILTER (WHERE b.status IN ('pending', 'confirmed')), 0)::bigint AS held \
+                 FROM events e LEFT JOIN bookings b ON b.event_id = e.id \
+                 GROUP BY e.id, e.total_tickets, e.available_tickets \
+                 HAVING e.available_tickets + COALESCE(SUM(b.quantity) FILTER (WHERE b.status IN ('pending', 'confirmed')), 0) <> e.total_tickets",
             )
-            .await,
-            self.ticketing_scalar("SELECT total_tickets::bigint FROM events WHERE id = 10")
-                .await,
-        );
-        assert_eq!(
-            available + held,
-            total,
-            "inventory broken: available {available} + held {held} != total {total}"
-        );
+            .await;
+        assert!(broken.is_empty(), "inventory invariant broken: {broken:?}");
     }
 
     /// Dump of every log, for failure messages.
@@ -1278,11 +1472,21 @@ impl TestApp {
         out
     }
 
-    fn procs(&self) -> impl Iterator<Item = &Proc> {
+    /// Every process of the app: control planes, executors, the test's others.
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
         self.control_planes
             .iter()
             .map(|c| &c.proc)
             .chain(self.executors.iter().map(|e| &e.proc))
+            .chain(self.others.iter())
+    }
+
+    fn procs_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.control_planes
+            .iter_mut()
+            .map(|c| &mut c.proc)
+            .chain(self.executors.iter_mut().map(|e| &mut e.proc))
+            .chain(self.others.iter_mut())
     }
 }
 
@@ -1326,11 +1530,8 @@ impl Drop for TestApp {
                 self.logs_tail(40)
             );
         }
-        for cp in &mut self.control_planes {
-            cp.proc.start_kill();
-        }
-        for ex in &mut self.executors {
-            ex.proc.start_kill();
+        for p in self.procs_mut() {
+            p.start_kill();
         }
         if std::env::var_os("TICKETMAX_E2E_KEEP_DB").is_none() && !self.databases.is_empty() {
             // Our own pools first, so nothing waits on them.

@@ -34,6 +34,8 @@ pub struct Proc {
     log_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Start from an empty environment (only `PATH` kept) instead of the test's, scrubbed.
+    clean_env: bool,
 }
 
 impl Proc {
@@ -52,7 +54,14 @@ impl Proc {
             log_path,
             child: None,
             starts: 0,
+            clean_env: false,
         }
+    }
+
+    /// Starts from an empty environment from now on: only `PATH` and what the harness sets.
+    pub(crate) fn with_clean_env(mut self, clean: bool) -> Self {
+        self.clean_env = clean;
+        self
     }
 
     /// "cp-1", "ex-2", ...
@@ -118,9 +127,14 @@ impl Proc {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TICKETMAX_") || SCRUBBED_VARS.contains(&k.as_str()) {
-                cmd.env_remove(k);
+        if self.clean_env {
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        } else {
+            for (k, _) in std::env::vars() {
+                if k.starts_with("TICKETMAX_") || SCRUBBED_VARS.contains(&k.as_str()) {
+                    cmd.env_remove(k);
+                }
             }
         }
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));

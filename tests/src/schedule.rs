@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeZone, Timelike, Utc};
 use croner::Cron;
 
 /// The job table of `docs/jobs.md` with the seed's default schedules, as 5-field cron expressions.
-pub const SPEC_JOBS: &[(&str, &str)] = &[
+pub const JOB_TABLE: &[(&str, &str)] = &[
     ("payment-cleanup/cleanup-abandoned-payments", "*/10 * * * *"),
     ("payment-cleanup/handle-payment-timeouts", "*/5 * * * *"),
     ("payment-cleanup/cleanup-old-failed-payments", "0 1 * * 0"),
@@ -176,9 +176,9 @@ mod tests {
 
     #[test]
     fn spec_table_has_32_distinct_jobs_that_parse() {
-        let names: std::collections::BTreeSet<_> = SPEC_JOBS.iter().map(|(n, _)| *n).collect();
+        let names: std::collections::BTreeSet<_> = JOB_TABLE.iter().map(|(n, _)| *n).collect();
         assert_eq!(names.len(), 32);
-        for (name, cron) in SPEC_JOBS {
+        for (name, cron) in JOB_TABLE {
             assert!(parse_cron(cron).is_some(), "{name}: {cron}");
         }
     }

@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::Utc;
-use ticketmax_e2e::schedule::{SPEC_JOBS, next_fires, same_schedule};
+use ticketmax_e2e::schedule::{JOB_TABLE, next_fires, same_schedule};
 use ticketmax_e2e::*;
 use tonic::Code;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
-const ABANDONED: &str = "payment-cleanup/cleanup-abandoned-payments";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
+use ticketmax_e2e::jobs::ABANDONED_PAYMENTS as ABANDONED;
 
 #[tokio::test]
 async fn list_jobs_has_every_spec_job_with_the_seed_default_schedule() {
@@ -19,7 +19,7 @@ async fn list_jobs_has_every_spec_job_with_the_seed_default_schedule() {
     assert_eq!(by_name.len(), jobs.len(), "ListJobs lists a job twice");
 
     let mut problems = Vec::new();
-    for (name, expected) in SPEC_JOBS {
+    for (name, expected) in JOB_TABLE {
         let Some(job) = by_name.get(name) else {
             problems.push(format!("{name}: missing"));
             continue;
@@ -83,7 +83,7 @@ async fn list_jobs_has_every_spec_job_with_the_seed_default_schedule() {
         .into_inner()
         .jobs;
     let names: BTreeSet<_> = booking.iter().map(|j| j.name.as_str()).collect();
-    let expected: BTreeSet<_> = SPEC_JOBS
+    let expected: BTreeSet<_> = JOB_TABLE
         .iter()
         .map(|(n, _)| *n)
         .filter(|n| n.starts_with("booking-cleanup/"))
@@ -113,7 +113,7 @@ async fn get_status_is_active_lists_jobs_and_the_live_executor() {
     assert!(status.now.is_some(), "GetStatus.now");
 
     let names: HashSet<_> = status.jobs.iter().map(|j| j.name.as_str()).collect();
-    for (name, _) in SPEC_JOBS {
+    for (name, _) in JOB_TABLE {
         assert!(names.contains(name), "GetStatus.jobs lacks {name}");
     }
     for job in &status.jobs {
@@ -134,7 +134,7 @@ async fn get_status_is_active_lists_jobs_and_the_live_executor() {
     assert!(ex.live, "ex-1 is not live: {ex:?}");
     assert!(!ex.address.is_empty(), "ex-1 has no address: {ex:?}");
     let ex_jobs: HashSet<_> = ex.jobs.iter().map(String::as_str).collect();
-    for (name, _) in SPEC_JOBS {
+    for (name, _) in JOB_TABLE {
         assert!(
             ex_jobs.contains(name),
             "executor ex-1 does not offer {name}: {:?}",

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::Value as Json;
-use ticketmax_e2e::schedule::SPEC_JOBS;
-use ticketmax_e2e::secured::*;
+use ticketmax_e2e::schedule::JOB_TABLE;
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
-const NEWSLETTER: &str = "notifications/send-weekly-newsletter";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
+use ticketmax_e2e::jobs::NEWSLETTER;
 /// Once a year: no tick of the job fires during a test.
 const QUIET: &str = "0 0 1 1 *";
 
@@ -117,13 +116,13 @@ async fn status_lists_every_job_the_executor_and_the_role_as_table_and_json() {
         .stdout
         .lines()
         .filter(|l| {
-            SPEC_JOBS
+            JOB_TABLE
                 .iter()
                 .any(|(name, _)| l.starts_with(&format!("{name} ")))
         })
         .collect();
     assert_eq!(job_rows.len(), 32, "status must list the 32 jobs:\n{out:?}");
-    for (name, _) in SPEC_JOBS {
+    for (name, _) in JOB_TABLE {
         assert!(
             out.stdout
                 .lines()
@@ -147,7 +146,7 @@ async fn status_lists_every_job_the_executor_and_the_role_as_table_and_json() {
     assert_eq!(v["role"], "leader", "{v:#}");
     let jobs = v["jobs"].as_array().expect("jobs array");
     assert_eq!(jobs.len(), 32, "{v:#}");
-    for (name, _) in SPEC_JOBS {
+    for (name, _) in JOB_TABLE {
         let job = jobs
             .iter()
             .find(|j| j["name"] == *name)
@@ -618,7 +617,7 @@ async fn usage_and_connection_errors_have_their_exit_codes() {
 
 #[tokio::test]
 async fn reports_and_report_show_what_an_analytics_run_produced() {
-    const PAYMENT_ANALYTICS: &str = "payment-cleanup/generate-payment-analytics";
+    use ticketmax_e2e::jobs::PAYMENT_ANALYTICS;
     let app = TestApp::spawn().await;
     app.set_schedule(PAYMENT_ANALYTICS, QUIET).await;
 
@@ -674,14 +673,20 @@ async fn reports_and_report_show_what_an_analytics_run_produced() {
 }
 
 // -------------------------------------------------------------------------------------------
-// A control plane that requires bearer tokens (TICKETMAX_API_TOKENS), on SQLite: the harness's
-// readiness check does not send tokens, so this one is started here.
+// A control plane on SQLite that requires bearer tokens (TICKETMAX_API_TOKENS), or serves TLS
 // -------------------------------------------------------------------------------------------
+
+use ticketmax_e2e::tokens::{OPERATOR_TOKEN, VIEWER_TOKEN};
 
 #[tokio::test]
 async fn bearer_tokens_and_roles_map_to_exit_code_6() {
-    let cp = spawn_secured_control_plane("cli").await;
-    let url = cp.url();
+    let app = TestApp::builder()
+        .sqlite_store()
+        .executors(0)
+        .viewer_and_operator()
+        .spawn()
+        .await;
+    let url = app.control_planes[0].url();
     let url = Some(url.as_str());
 
     // No token, an unknown token: UNAUTHENTICATED.
@@ -734,9 +739,15 @@ async fn bearer_tokens_and_roles_map_to_exit_code_6() {
 
 #[tokio::test]
 async fn tls_with_a_ca_file() {
-    let cp = start_control_plane("cli-tls", false, true).await;
-    let ca = cp.dir.join("ca.pem").to_string_lossy().into_owned();
-    let https = format!("https://localhost:{}", cp.addr.rsplit(':').next().unwrap());
+    let app = TestApp::builder()
+        .sqlite_store()
+        .executors(0)
+        .tls()
+        .spawn()
+        .await;
+    let addr = app.control_planes[0].grpc_addr;
+    let ca = app.ca_file().to_string_lossy().into_owned();
+    let https = format!("https://localhost:{}", addr.port());
     let url = Some(https.as_str());
 
     // Ready when it answers over TLS.
@@ -755,7 +766,7 @@ async fn tls_with_a_ca_file() {
     );
 
     // The CA from the environment works too; so does the IP address in the certificate.
-    let ip_url = format!("https://{}", cp.addr);
+    let ip_url = format!("https://{addr}");
     let mut cmd = tokio::process::Command::new(ctl_bin());
     let out = cmd
         .args(["--url", &ip_url, "-o", "json", "trigger", CANCEL_EXPIRED])
@@ -773,7 +784,7 @@ async fn tls_with_a_ca_file() {
     let out = ctl_at(url, &["status"]).await;
     assert_eq!(out.code, 5, "{out:?}");
     out.assert_one_error_line();
-    let plain = format!("http://{}", cp.addr);
+    let plain = format!("http://{addr}");
     let out = ctl_at(Some(&plain), &["--connect-timeout", "3", "status"]).await;
     assert_eq!(out.code, 5, "{out:?}");
     out.assert_one_error_line();

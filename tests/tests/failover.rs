@@ -2,7 +2,7 @@
 
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 
 #[tokio::test]
 async fn a_run_whose_executor_dies_is_retried_on_another_executor() {

@@ -5,7 +5,7 @@ use std::process::Output;
 use serde_json::Value as Json;
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 
 async fn grpcurl(args: &[&str]) -> Output {
     let bin = grpcurl_path();

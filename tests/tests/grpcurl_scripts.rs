@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::Value as Json;
-use ticketmax_e2e::secured::*;
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 /// Once a year: no tick of the job fires during a test.
 const QUIET: &str = "0 0 1 1 *";
 
@@ -219,7 +218,7 @@ async fn status_trigger_watch_and_runs_scripts() {
     assert_eq!(status["role"], "leader", "{status:#}");
     let jobs = status["jobs"].as_array().expect("jobs");
     assert_eq!(jobs.len(), 32, "{status:#}");
-    for (name, _) in ticketmax_e2e::schedule::SPEC_JOBS {
+    for (name, _) in ticketmax_e2e::schedule::JOB_TABLE {
         assert!(
             jobs.iter().any(|j| j["name"] == *name),
             "status.sh lacks {name}"
@@ -401,14 +400,20 @@ async fn scripts_pass_address_token_and_flags_to_grpcurl() {
 }
 
 // -------------------------------------------------------------------------------------------
-// A control plane that requires bearer tokens (TICKETMAX_API_TOKENS), on SQLite: the harness's
-// readiness check does not send tokens, so this one is started here.
+// A control plane on SQLite that requires bearer tokens (TICKETMAX_API_TOKENS), or serves TLS
 // -------------------------------------------------------------------------------------------
+
+use ticketmax_e2e::tokens::{OPERATOR_TOKEN, VIEWER_TOKEN};
 
 #[tokio::test]
 async fn scripts_send_the_bearer_token_and_grpcurl_reports_auth_errors() {
-    let cp = spawn_secured_control_plane("grpcurl").await;
-    let addr = cp.addr.clone();
+    let app = TestApp::builder()
+        .sqlite_store()
+        .executors(0)
+        .viewer_and_operator()
+        .spawn()
+        .await;
+    let addr = app.control_planes[0].grpc_addr.to_string();
     let env = |token: Option<&'static str>| {
         let mut env = vec![("TICKETMAX_GRPC_ADDR", addr.clone())];
         if let Some(t) = token {
@@ -448,9 +453,14 @@ async fn scripts_send_the_bearer_token_and_grpcurl_reports_auth_errors() {
 
 #[tokio::test]
 async fn scripts_speak_tls_through_grpcurl_flags() {
-    let cp = start_control_plane("grpcurl-tls", false, true).await;
-    let ca = cp.dir.join("ca.pem").to_string_lossy().into_owned();
-    let addr = format!("localhost:{}", cp.addr.rsplit(':').next().unwrap());
+    let app = TestApp::builder()
+        .sqlite_store()
+        .executors(0)
+        .tls()
+        .spawn()
+        .await;
+    let ca = app.ca_file().to_string_lossy().into_owned();
+    let addr = format!("localhost:{}", app.control_planes[0].grpc_addr.port());
     let flags = format!("-cacert {ca}");
     let tls_env = [
         ("TICKETMAX_GRPC_ADDR", addr.as_str()),

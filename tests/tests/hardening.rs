@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 
-const CLEAN_CACHE: &str = "data-cleanup/clean-cache";
+use ticketmax_e2e::jobs::CLEAN_CACHE;
 
 /// Reads until the server closes the connection (or `within` passes); how long that took.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
@@ -160,7 +160,7 @@ async fn no_secret_reaches_any_log_at_trace_level_or_in_a_malformed_url() {
     const SMTP_PASS: &str = "smtp-pass-Wm73";
     const UNSUBSCRIBE: &str = "unsubscribe-secret-0123456789abcdef0123456789";
     let operator = "operator-token-Hh55";
-    let hash = token_hash(operator);
+    let hash = hash_token(operator);
     let app = TestApp::builder()
         .database_password(DB_PASSWORD)
         .env("RUST_LOG", "trace")
@@ -257,7 +257,7 @@ async fn run_count(app: &TestApp) -> i64 {
 /// fails the run at its first attempt, with retries left and no backoff.
 #[tokio::test]
 async fn a_failure_no_retry_can_fix_is_not_retried() {
-    const NEWSLETTER: &str = "notifications/send-weekly-newsletter";
+    use ticketmax_e2e::jobs::NEWSLETTER;
     let app = TestApp::builder()
         .executor_env("TICKETMAX_UNSUBSCRIBE_SECRET", "")
         .spawn()

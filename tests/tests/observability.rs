@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 const CP_SERVICE: &str = "ticketmax-control-plane";
 const EX_SERVICE: &str = "ticketmax-executor";
 

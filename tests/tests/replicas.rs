@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use ticketmax_e2e::*;
 
-const TICKING: &str = "data-cleanup/clean-cache";
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CLEAN_CACHE as TICKING;
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 
 #[tokio::test]
 async fn restart_keeps_history_and_runs_no_tick_twice() {

@@ -16,10 +16,10 @@ use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value as Json, json};
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 /// Cheap jobs that succeed on an empty ticketing database.
-const CLEAN_CACHE: &str = "data-cleanup/clean-cache";
-const UPDATE_STATUSES: &str = "event-management/update-event-statuses";
+use ticketmax_e2e::jobs::CLEAN_CACHE;
+use ticketmax_e2e::jobs::UPDATE_STATUSES;
 const EVERY_SECOND: &str = "* * * * * *";
 /// A replica picks a changed schedule up within about a second; the tick(s) before that are
 /// recorded by the missed-tick sweeper (as skipped, "missed: ..."). Overlap assertions look at

@@ -3,22 +3,8 @@
 
 use ticketmax_e2e::*;
 
-const CANCEL_EXPIRED: &str = "booking-cleanup/cancel-expired-bookings";
-const ABANDONED: &str = "payment-cleanup/cleanup-abandoned-payments";
-
-/// The inventory rule of `docs/jobs.md`: available + tickets held by pending and confirmed bookings = total.
-async fn assert_inventory_invariant(app: &TestApp) {
-    let broken = app
-        .ticketing_rows(
-            "SELECT e.id, e.total_tickets, e.available_tickets, \
-                    COALESCE(SUM(b.quantity) FILTER (WHERE b.status IN ('pending', 'confirmed')), 0)::bigint AS held \
-             FROM events e LEFT JOIN bookings b ON b.event_id = e.id \
-             GROUP BY e.id, e.total_tickets, e.available_tickets \
-             HAVING e.available_tickets + COALESCE(SUM(b.quantity) FILTER (WHERE b.status IN ('pending', 'confirmed')), 0) <> e.total_tickets",
-        )
-        .await;
-    assert!(broken.is_empty(), "inventory invariant broken: {broken:?}");
-}
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
+use ticketmax_e2e::jobs::ABANDONED_PAYMENTS as ABANDONED;
 
 async fn booking_status(app: &TestApp, id: i64) -> String {
     app.ticketing_scalar(&format!("SELECT status FROM bookings WHERE id = {id}"))
@@ -67,7 +53,7 @@ async fn cancel_expired_bookings_cancels_only_bookings_pending_over_10_minutes()
            (2001, 201, 4, 500000, 'NGN', 'success', now() - interval '29 minutes', now() - interval '28 minutes');",
     )
     .await;
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
 
     let run = app.trigger(CANCEL_EXPIRED).await;
     assert_eq!(run.job, CANCEL_EXPIRED);
@@ -132,7 +118,7 @@ async fn cancel_expired_bookings_cancels_only_bookings_pending_over_10_minutes()
         "available_tickets must rise by exactly 3"
     );
     assert_eq!(available(&app, 20).await, 48);
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
     assert_eq!(
         mails_to(&app, "bola@example.com").await,
         1,
@@ -157,7 +143,7 @@ async fn cancel_expired_bookings_cancels_only_bookings_pending_over_10_minutes()
         1,
         "second run sent another e-mail"
     );
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
 }
 
 #[tokio::test]
@@ -184,7 +170,7 @@ async fn cleanup_abandoned_payments_abandons_payments_pending_over_15_minutes() 
            (1004, 104, 4, 2500000, 'NGN', 'processing', now() - interval '40 minutes', NULL);",
     )
     .await;
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
 
     let run = app.run_to_completion(ABANDONED).await;
     assert_eq!(run.state(), RunState::Succeeded, "run: {run:#?}");
@@ -228,7 +214,7 @@ async fn cleanup_abandoned_payments_abandons_payments_pending_over_15_minutes() 
         88,
         "available_tickets must rise by exactly 3"
     );
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
     assert_eq!(
         mails_to(&app, "bola@example.com").await,
         1,
@@ -249,7 +235,7 @@ async fn cleanup_abandoned_payments_abandons_payments_pending_over_15_minutes() 
         1,
         "second run sent another e-mail"
     );
-    assert_inventory_invariant(&app).await;
+    app.assert_inventory_consistent().await;
 }
 
 fn state_of(e: &RunEvent) -> Option<RunState> {

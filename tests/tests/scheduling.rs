@@ -3,7 +3,7 @@
 use chrono::{DurationRound, Utc};
 use ticketmax_e2e::*;
 
-const JOB: &str = "data-cleanup/clean-cache";
+use ticketmax_e2e::jobs::CLEAN_CACHE as JOB;
 
 #[tokio::test]
 async fn every_second_schedule_fires_each_tick_once_and_pause_stops_it() {
@@ -60,11 +60,7 @@ async fn every_second_schedule_fires_each_tick_once_and_pause_stops_it() {
         "ticks after PauseJob at {paused_at}: {late:#?}"
     );
 
-    let mut sched: Vec<_> = runs
-        .into_iter()
-        .filter(|r| r.trigger() == Trigger::Schedule)
-        .collect();
-    sched.sort_by_key(scheduled_for);
+    let sched = app.schedule_runs(JOB).await;
     assert_ticks(&sched, true);
     // Each tick ran or was recorded as skipped by the overlap policy; at least one ran.
     for r in &sched {

@@ -1,4 +1,4 @@
-//! The rules of SPEC §4, job by job, on both sides of every threshold, with rows inserted by
+//! The rules of `docs/jobs.md`, job by job, on both sides of every threshold, with rows inserted by
 //! plain SQL: a second run changes nothing and queues no e-mail, the ticket invariant holds after
 //! every run, refund arithmetic stays in integer minor units, day windows follow the job's
 //! timezone, the file jobs age files by modification time, and `cancel-expired-bookings` never

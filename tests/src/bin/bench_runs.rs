@@ -26,7 +26,7 @@ use ticketmax_proto::v1::{
 };
 use tonic::transport::Channel;
 
-const CLEAN_CACHE: &str = "data-cleanup/clean-cache";
+use ticketmax_e2e::jobs::CLEAN_CACHE;
 /// Ten jobs that do (almost) nothing on an empty ticketing database.
 const TICKING: [&str; 10] = [
     "data-cleanup/clean-cache",
