@@ -57,7 +57,7 @@ fn eml_files(dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_inserted_elsewhere_wake_the_sender_through_notify() {
-    if std::env::var("TICKETMAX_TEST_DATABASE_URL").map_or(true, |u| u.is_empty()) {
+    if !std::env::var("TICKETMAX_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
         eprintln!("TICKETMAX_TEST_DATABASE_URL is unset: skipping the Postgres LISTEN/NOTIFY test");
         return;
     }
