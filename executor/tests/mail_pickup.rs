@@ -126,3 +126,55 @@ async fn rows_inserted_elsewhere_wake_the_sender_through_notify() {
     assert_eq!(eml_files(&mail_dir), 6);
     sender_db.close().await.ok();
 }
+
+/// The notify migration: a statement-level trigger, so a bulk insert notifies once; its down
+/// migration drops the trigger and its function; a no-op on SQLite both ways.
+#[tokio::test]
+async fn the_notify_trigger_fires_once_per_statement_and_migrates_down() {
+    use sea_orm_migration::MigratorTrait as _;
+    use ticketmax_executor::schema::Migrator;
+
+    let dbs = common::databases().await;
+    for t in &dbs {
+        // The newest migration is the notify one: down and up again on either backend.
+        Migrator::down(&t.db, Some(1)).await.expect("down");
+        Migrator::up(&t.db, None).await.expect("up again");
+    }
+    let Some(t) = dbs.iter().find(|t| t.backend == "postgres") else {
+        eprintln!("TICKETMAX_TEST_DATABASE_URL is unset: the trigger checks need Postgres");
+        return;
+    };
+    let triggers = "SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'ticketmax_outbox_notify' \
+                    AND tgrelid = 'email_outbox'::regclass AND (tgtype & 1) = 0";
+    assert_eq!(t.int(triggers).await, 1, "one statement-level trigger");
+
+    let pool = t.db.get_postgres_connection_pool();
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(ticketmax_executor::mail::pickup::CHANNEL)
+        .await
+        .expect("listen");
+    t.exec(
+        "INSERT INTO email_outbox (dedupe_key, kind, recipient) \
+         SELECT 'bulk-' || g, 'booking-confirmation', 'bulk@example.com' \
+         FROM generate_series(1, 500) g",
+    )
+    .await;
+    let mut received = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        received += 1;
+    }
+    assert_eq!(received, 1, "a 500-row INSERT notifies once");
+    drop(listener);
+
+    Migrator::down(&t.db, Some(1)).await.expect("down");
+    assert_eq!(t.int(triggers).await, 0, "down drops the trigger");
+    assert_eq!(
+        t.int("SELECT COUNT(*) FROM pg_proc WHERE proname = 'ticketmax_outbox_notify'")
+            .await,
+        0,
+        "down drops the function"
+    );
+}
