@@ -5,6 +5,7 @@
 #   bench/mail.sh -n 5000         # more messages
 #   bench/mail.sh --pad 20000     # bigger messages (bytes of extra text)
 #   bench/mail.sh --postgres postgres://postgres@127.0.0.1:5432/postgres   # Postgres outbox
+#                                 # (then also 20 single-row pickup-delay probes, --probes N)
 #   PROFILE=debug bench/mail.sh   # use target/debug (no release build)
 #
 # Both senders deliver the same number of messages of the same size into one postfix smtp-sink

@@ -11,6 +11,13 @@ Both senders deliver N messages of the same size into the same local smtp-sink:
   smtp-source postfix's load generator, same number of messages, same size, same number of
               parallel sessions as the executor's pool (4), connections reused (-d).
 
+With --postgres, a pickup-delay probe follows on the same executor: single rows inserted one at
+a time (each its own transaction, from this script's connection, not the executor's), each timed
+from the row's created_at (its INSERT's transaction time) to its claim (next_attempt_at minus
+the lease) and to its sent_at, all stamped on this machine's clock. That is the delay of the
+LISTEN/NOTIFY wake-up (docs/email.md, "Delivery"); without it the sender would only claim on its
+fallback poll, TICKETMAX_MAIL_POLL_MS (2 s).
+
 Loopback only. Every process started here is stopped here (by its own pid).
 Only the Python standard library is used; Postgres is driven through `psql`.
 """
@@ -28,6 +35,9 @@ import tempfile
 import time
 
 SESSIONS = 4  # the executor's SMTP pool size / delivery concurrency (executor/src/mail/mod.rs)
+# The lease the executor gets (TICKETMAX_MAIL_LEASE_SECONDS): a claim sets next_attempt_at to the
+# claim time plus this, which is how the probe reads the claim time back.
+LEASE_S = 300
 FROM = "noreply@ticketmax.local"
 TO = "bench@example.test"
 
@@ -176,6 +186,7 @@ def executor_env(work, db, smtp_port, data):
         # No control plane: registration retries in the background, delivery does not need it.
         "TICKETMAX_CONTROL_PLANE_URL": f"http://127.0.0.1:{free_port()}",
         "TICKETMAX_EXECUTOR_ID": "mail-bench",
+        "TICKETMAX_MAIL_LEASE_SECONDS": str(LEASE_S),
     })
     if smtp_port:
         env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_SECURITY": "none"})
@@ -240,7 +251,8 @@ def run_executor(args, work, sink_port, pay, subject):
             db.insert("bench", args.n, pay, subject)
             t_inserted = time.time()
             deadline = t0 + args.timeout
-            # The sender picks new rows up on its next idle poll (every 2 s): note when it does.
+            # The sender picks new rows up at once on Postgres (the insert's NOTIFY), on its next
+            # idle poll (every 2 s) on SQLite: note when it does.
             while db.claimed("bench") == 0:
                 if time.time() > deadline or p.poll() is not None:
                     sys.exit("the executor never claimed the rows:\n" + open(log_path).read()[-3000:])
@@ -257,8 +269,10 @@ def run_executor(args, work, sink_port, pay, subject):
                 time.sleep(0.02)
             t_done = time.time()
             first, last = db.sent_span("bench")
+            probe = probe_pickup(args, db, p, log_path, pay, subject) if args.postgres else None
             stop(p)
         return {
+            "probe": probe,
             "label": f"executor ({db.label} outbox, SMTP pool {SESSIONS})",
             "wall": t_done - t0,
             "insert": t_inserted - t0,
@@ -267,6 +281,39 @@ def run_executor(args, work, sink_port, pay, subject):
         }
     finally:
         db.drop()
+
+
+def probe_pickup(args, db, proc, log_path, pay, subject):
+    """Pickup delays of single rows on the Postgres outbox: (claim ms, sent ms) per probe, each
+    from the row's created_at, which is the start of its INSERT's transaction (one statement,
+    autocommit), so the INSERT's own execution and commit are inside the figure."""
+    delays = []
+    for i in range(args.probes):
+        prefix = f"probe{i}"
+        db.insert(prefix, 1, pay, subject)
+        deadline = time.time() + 30
+        while True:
+            row = db.sql("SELECT status, extract(epoch FROM created_at), "
+                         "extract(epoch FROM next_attempt_at), extract(epoch FROM sent_at) "
+                         f"FROM email_outbox WHERE dedupe_key = '{prefix}:0'")
+            status, created, next_at, sent_at = row.split("|")
+            if status == "sent":
+                break
+            if time.time() > deadline or proc.poll() is not None:
+                sys.exit(f"probe row {prefix} not sent within 30 s (status {status}):\n"
+                         + open(log_path).read()[-3000:])
+            time.sleep(0.005)
+        created = float(created)
+        delays.append(((float(next_at) - LEASE_S - created) * 1000,
+                       (float(sent_at) - created) * 1000))
+        # Let the sender go idle again, so each probe measures a wake-up from the idle wait.
+        time.sleep(0.1)
+    return delays
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def run_smtp_source(args, sink_port, size):
@@ -295,6 +342,8 @@ def main():
                     help="use a fresh database on this Postgres server (e.g. "
                          "postgres://postgres@127.0.0.1:5432/postgres) instead of SQLite")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per sender before giving up")
+    ap.add_argument("--probes", type=int, default=20,
+                    help="single-row pickup-delay probes after the run, Postgres only (default 20)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="ticketmax-mail-bench-")
@@ -337,10 +386,22 @@ def main():
         print(f"ratio executor / smtp-source: {ex_rate / src_rate:.2f} (wall), "
               f"{ex_steady / src_rate:.2f} (from the executor's first claim)")
         print(f"executor wall = one INSERT of {n} outbox rows ({ex['insert']:.2f} s) until the "
-              f"last row is 'sent', including up to 2 s until the sender's idle poll claims them; "
+              f"last row is 'sent', including the wait until the sender claims them (its NOTIFY "
+              f"wake-up on Postgres, up to the 2 s idle poll on SQLite); "
               f"claimed->all sent = {ex['delivery']:.2f} s from the first claimed row "
               f"(first->last sent_at: {ex['span']:.2f} s)")
         print(f"smtp-source: {src['cmd']}")
+        if ex["probe"]:
+            claims = [c for c, _ in ex["probe"]]
+            sends = [s for _, s in ex["probe"]]
+            load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            print()
+            print(f"pickup delay, Postgres outbox, {len(sends)} single-row INSERTs from another "
+                  f"connection (load average {load}):")
+            print(f"  INSERT -> claimed: p50 {percentile(claims, 0.5):.1f} ms, "
+                  f"max {max(claims):.1f} ms")
+            print(f"  INSERT -> sent:    p50 {percentile(sends, 0.5):.1f} ms, "
+                  f"max {max(sends):.1f} ms")
     finally:
         cleanup()
         shutil.rmtree(work, ignore_errors=True)

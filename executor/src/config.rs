@@ -319,6 +319,18 @@ pub struct Config {
         global = true
     )]
     pub mail_rate_per_second: u32,
+    /// Milliseconds an idle e-mail sender waits before it looks at the outbox again. The
+    /// fallback poll: on Postgres new rows wake the sender at once through LISTEN/NOTIFY, so this
+    /// only matters while that is unavailable (or a notification was lost); on SQLite it is how
+    /// rows written by other processes are picked up.
+    #[arg(
+        long = "mail-poll-ms",
+        env = "TICKETMAX_MAIL_POLL_MS",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub mail_poll_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

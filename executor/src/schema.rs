@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(OutboxTraceParent),
             Box::new(OutboxLeaseToken),
             Box::new(PaymentRefundedAmount),
+            Box::new(OutboxNotify),
         ]
     }
 
@@ -96,6 +97,59 @@ impl MigrationTrait for PaymentRefundedAmount {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// Postgres only: a NOTIFY on [`crate::mail::pickup::CHANNEL`] after every INSERT into the
+/// outbox, so a sender LISTENing there picks up rows written by another process at once instead
+/// of on its next poll. Statement-level, so a bulk insert of many rows notifies once (and
+/// Postgres folds identical notifications of one transaction into one); an `ON CONFLICT DO
+/// NOTHING` that inserted nothing still notifies, which costs the sender one empty claim.
+/// The notification is only a hint: delivery still claims rows through the lease, so a lost or
+/// extra notification changes when a row is sent, never how often. SQLite has no NOTIFY; the
+/// sender polls there.
+struct OutboxNotify;
+
+impl MigrationName for OutboxNotify {
+    fn name(&self) -> &str {
+        "m20261203_000005_outbox_notify"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxNotify {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        db.execute_unprepared(&format!(
+            "CREATE OR REPLACE FUNCTION ticketmax_outbox_notify() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{}', ''); RETURN NULL; END $$",
+            crate::mail::pickup::CHANNEL
+        ))
+        .await?;
+        // DROP first: CREATE TRIGGER has no OR REPLACE before Postgres 14.
+        db.execute_unprepared("DROP TRIGGER IF EXISTS ticketmax_outbox_notify ON email_outbox")
+            .await?;
+        db.execute_unprepared(
+            "CREATE TRIGGER ticketmax_outbox_notify AFTER INSERT ON email_outbox \
+             FOR EACH STATEMENT EXECUTE FUNCTION ticketmax_outbox_notify()",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP TRIGGER IF EXISTS ticketmax_outbox_notify ON email_outbox")
+            .await?;
+        db.execute_unprepared("DROP FUNCTION IF EXISTS ticketmax_outbox_notify()")
+            .await
+            .map(|_| ())
     }
 }
 

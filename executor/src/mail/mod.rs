@@ -11,7 +11,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -20,6 +20,7 @@ use crate::config::{Config, SmtpSecurity};
 use crate::db::{Dialect, Sql, col};
 
 pub mod money;
+pub mod pickup;
 pub mod smtp;
 pub mod templates;
 pub mod unsubscribe;
@@ -125,7 +126,13 @@ pub struct Sender {
     unsubscribe: Option<unsubscribe::Unsubscribe>,
     lease: chrono::Duration,
     max_attempts: i64,
+    /// Woken by this process's tasks when they queue e-mails and, on Postgres, by
+    /// [`pickup::listen`] when another process inserts outbox rows.
     wake: Arc<Notify>,
+    /// How long an idle sender waits for a wake-up before it claims anyway: the fallback for
+    /// rows whose notification was missed, and the only pickup of other processes' rows on
+    /// SQLite.
+    idle_poll: Duration,
     /// Send-rate limit: the interval between two sends, and the next free slot.
     pace: Option<Duration>,
     next_slot: tokio::sync::Mutex<tokio::time::Instant>,
@@ -135,7 +142,6 @@ const BATCH: i64 = 50;
 const CONCURRENCY: usize = 4;
 /// Sent e-mails recorded per UPDATE: the most a crash can send twice.
 const MARK_EVERY: usize = 16;
-const IDLE_POLL: Duration = Duration::from_secs(2);
 
 impl Sender {
     pub fn new(
@@ -173,6 +179,7 @@ impl Sender {
             ),
             max_attempts: i64::from(config.mail_max_attempts.max(1)),
             wake,
+            idle_poll: Duration::from_millis(config.mail_poll_ms.max(1)),
             pace: (config.mail_rate_per_second > 0)
                 .then(|| Duration::from_secs(1) / config.mail_rate_per_second),
             next_slot: tokio::sync::Mutex::new(tokio::time::Instant::now()),
@@ -186,8 +193,27 @@ impl Sender {
         }
     }
 
-    /// Delivers until `shutdown`; a batch in flight is finished first.
+    /// Delivers until `shutdown`; a batch in flight is finished first. On Postgres a
+    /// [`pickup::listen`] task wakes the sender for rows other processes insert; it stops with
+    /// `shutdown` and is awaited before this returns.
     pub async fn run(self, shutdown: CancellationToken) {
+        // `get_postgres_connection_pool` panics on any other backend, hence the check first.
+        let listener = (self.db.get_database_backend() == DbBackend::Postgres).then(|| {
+            tokio::spawn(pickup::listen(
+                self.db.get_postgres_connection_pool().clone(),
+                self.wake.clone(),
+                shutdown.child_token(),
+            ))
+        });
+        self.deliver_until(&shutdown).await;
+        if let Some(listener) = listener
+            && let Err(e) = listener.await
+        {
+            tracing::warn!(error = %e, "the outbox listener task failed");
+        }
+    }
+
+    async fn deliver_until(&self, shutdown: &CancellationToken) {
         let mut db_down = false;
         loop {
             if shutdown.is_cancelled() {
@@ -210,7 +236,7 @@ impl Sender {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = tokio::time::sleep(self.idle_poll) => {}
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct TestDb {
     pub db: DatabaseConnection,
     pub dialect: Dialect,
     pub dirs: Dirs,
+    /// The database's URL, for a test that needs connections of its own to it.
+    pub url: String,
     /// (server URL, database name) of a Postgres database to drop when the test ends.
     scratch: Option<(String, String)>,
 }
@@ -86,13 +88,9 @@ pub async fn databases() -> Vec<TestDb> {
         mail: root.join("mail"),
     };
     let mut out = Vec::new();
-    let sqlite = db::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        root.join("ticketing.db").display()
-    ))
-    .await
-    .expect("sqlite");
-    out.push(migrated("sqlite", sqlite, dirs.clone(), None).await);
+    let sqlite_url = format!("sqlite://{}?mode=rwc", root.join("ticketing.db").display());
+    let sqlite = db::connect(&sqlite_url).await.expect("sqlite");
+    out.push(migrated("sqlite", sqlite, sqlite_url, dirs.clone(), None).await);
     match std::env::var("TICKETMAX_TEST_DATABASE_URL") {
         Ok(server) if !server.is_empty() => {
             let admin = db::connect(&server).await.expect("postgres server");
@@ -102,10 +100,9 @@ pub async fn databases() -> Vec<TestDb> {
                 .await
                 .expect("create test database");
             let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-            let pg = db::connect(&format!("{base}/{name}"))
-                .await
-                .expect("test db");
-            out.push(migrated("postgres", pg, dirs, Some((server.clone(), name))).await);
+            let url = format!("{base}/{name}");
+            let pg = db::connect(&url).await.expect("test db");
+            out.push(migrated("postgres", pg, url, dirs, Some((server.clone(), name))).await);
         }
         _ => eprintln!("TICKETMAX_TEST_DATABASE_URL is unset: testing on SQLite only"),
     }
@@ -115,6 +112,7 @@ pub async fn databases() -> Vec<TestDb> {
 async fn migrated(
     name: &'static str,
     db: DatabaseConnection,
+    url: String,
     dirs: Dirs,
     scratch: Option<(String, String)>,
 ) -> TestDb {
@@ -128,6 +126,7 @@ async fn migrated(
         db,
         dialect,
         dirs,
+        url,
         scratch,
     }
 }
