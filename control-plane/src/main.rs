@@ -22,12 +22,5 @@ async fn main() -> std::process::ExitCode {
     );
     let result = ticketmax_control_plane::run(cli).await;
     telemetry.shutdown();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        // Through the same redaction as the log: a database error may quote the URL.
-        Err(e) => {
-            eprintln!("Error: {}", secrets.redact(&format!("{e:#}")));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    secrets.exit_code(result)
 }

@@ -3,57 +3,37 @@
 //! `TICKETMAX_TLS_KEY`) serve both ports and are presented to executors as this replica's client
 //! identity; `TICKETMAX_TLS_CLIENT_CA` turns on mutual TLS on both ports; `TICKETMAX_TLS_CA` is
 //! the CA executors' certificates are checked against. rustls with ring, no OpenSSL.
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context;
+use ticketmax_runtime::tls::{TlsFiles, read_pem};
 use tokio_rustls::rustls::{
     self, RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::config::Config;
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
-}
-
-/// This replica's certificate and key, when configured.
-fn identity(c: &Config) -> anyhow::Result<Option<Identity>> {
-    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
-        return Ok(None);
-    };
-    Ok(Some(Identity::from_pem(
-        read(cert, "TICKETMAX_TLS_CERT")?,
-        read(key, "TICKETMAX_TLS_KEY")?,
-    )))
+fn files(c: &Config) -> TlsFiles<'_> {
+    TlsFiles {
+        cert: c.tls_cert.as_deref(),
+        key: c.tls_key.as_deref(),
+        client_ca: c.tls_client_ca.as_deref(),
+        ca: c.tls_ca.as_deref(),
+    }
 }
 
 /// The gRPC server's TLS, when a certificate is configured.
 pub fn grpc_server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let Some(identity) = identity(c)? else {
-        return Ok(None);
-    };
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &c.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
-    }
-    Ok(Some(tls))
+    Ok(files(c).grpc_server()?)
 }
 
 /// How this replica dials https:// executors: their CA (the web PKI roots without one), and its
 /// own certificate for executors that require mutual TLS.
 pub fn executor_client(c: &Config) -> anyhow::Result<ClientTlsConfig> {
-    let mut tls = match &c.tls_ca {
-        Some(ca) => ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?)),
-        None => ClientTlsConfig::new().with_webpki_roots(),
-    };
-    if let Some(identity) = identity(c)? {
-        tls = tls.identity(identity);
-    }
-    Ok(tls)
+    Ok(files(c).grpc_client()?)
 }
 
 /// The HTTP port's rustls configuration, when a certificate is configured: the same identity
@@ -62,7 +42,7 @@ pub fn http_server(c: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
         return Ok(None);
     };
-    let chain = CertificateDer::pem_slice_iter(&read(cert, "TICKETMAX_TLS_CERT")?)
+    let chain = CertificateDer::pem_slice_iter(&read_pem(cert, "TICKETMAX_TLS_CERT")?)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing TICKETMAX_TLS_CERT {}", cert.display()))?;
     anyhow::ensure!(
@@ -72,7 +52,7 @@ pub fn http_server(c: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     );
     // The key's parse error is not shown: it could quote key material.
     let key_der =
-        PrivateKeyDer::from_pem_slice(&read(key, "TICKETMAX_TLS_KEY")?).map_err(|_| {
+        PrivateKeyDer::from_pem_slice(&read_pem(key, "TICKETMAX_TLS_KEY")?).map_err(|_| {
             anyhow::anyhow!(
                 "TICKETMAX_TLS_KEY {} holds no PEM private key",
                 key.display()
@@ -85,7 +65,7 @@ pub fn http_server(c: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let builder = match &c.tls_client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for der in CertificateDer::pem_slice_iter(&read(ca, "TICKETMAX_TLS_CLIENT_CA")?) {
+            for der in CertificateDer::pem_slice_iter(&read_pem(ca, "TICKETMAX_TLS_CLIENT_CA")?) {
                 let der = der
                     .with_context(|| format!("parsing TICKETMAX_TLS_CLIENT_CA {}", ca.display()))?;
                 roots

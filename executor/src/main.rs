@@ -35,14 +35,7 @@ async fn main() -> std::process::ExitCode {
     );
     let result = run(cli).await;
     telemetry.shutdown();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        // Through the same redaction as the log: a database error may quote the URL.
-        Err(e) => {
-            eprintln!("Error: {}", secrets.redact(&format!("{e:#}")));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    secrets.exit_code(result)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

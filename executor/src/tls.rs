@@ -2,38 +2,26 @@
 //! may call `RunJob`), and its client to the control plane's `ExecutorRegistry` (the control
 //! plane's CA, and this executor's certificate for a control plane that requires mutual TLS).
 //! rustls with ring, no OpenSSL.
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use ticketmax_runtime::tls::TlsFiles;
+use tonic::transport::{Endpoint, ServerTlsConfig};
 
 use crate::config::Config;
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
-}
-
-fn identity(c: &Config) -> anyhow::Result<Option<Identity>> {
-    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
-        return Ok(None);
-    };
-    Ok(Some(Identity::from_pem(
-        read(cert, "TICKETMAX_TLS_CERT")?,
-        read(key, "TICKETMAX_TLS_KEY")?,
-    )))
+fn files(c: &Config) -> TlsFiles<'_> {
+    TlsFiles {
+        cert: c.tls_cert.as_deref(),
+        key: c.tls_key.as_deref(),
+        client_ca: c.tls_client_ca.as_deref(),
+        ca: c.tls_ca.as_deref(),
+    }
 }
 
 /// The gRPC server's TLS, when a certificate is configured.
 pub fn server(c: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let Some(identity) = identity(c)? else {
-        return Ok(None);
-    };
-    let mut tls = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &c.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CLIENT_CA")?));
-    }
-    Ok(Some(tls))
+    Ok(files(c).grpc_server()?)
 }
 
 /// The scheme this executor serves, for the default advertised URL.
@@ -61,14 +49,7 @@ pub fn control_plane(c: &Config) -> anyhow::Result<Endpoint> {
         );
         return Ok(endpoint);
     }
-    let mut tls = match &c.tls_ca {
-        Some(ca) => ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca, "TICKETMAX_TLS_CA")?)),
-        None => ClientTlsConfig::new().with_webpki_roots(),
-    };
-    if let Some(identity) = identity(c)? {
-        tls = tls.identity(identity);
-    }
+    let mut tls = files(c).grpc_client()?;
     if let Some(domain) = &c.tls_domain {
         tls = tls.domain_name(domain.clone());
     }

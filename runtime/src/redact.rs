@@ -69,6 +69,19 @@ impl Secrets {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+
+    /// The exit code of a binary whose run ended with `result`. An error is printed to stderr
+    /// with its chain of causes (`{:#}`), through the same redaction as the log: a database
+    /// error may quote the URL.
+    pub fn exit_code<E: std::fmt::Display>(&self, result: Result<(), E>) -> std::process::ExitCode {
+        match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {}", self.redact(&format!("{e:#}")));
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> String {
