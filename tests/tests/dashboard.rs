@@ -90,7 +90,10 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     assert_eq!(resp.status, 200);
     assert!(resp.body.contains("type=\"password\""), "{}", resp.body);
     let csp = resp.header("content-security-policy").unwrap_or_default();
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     // A wrong token: refused, no session.
     let resp = post(http, "/login", None, "token=not-a-token&next=%2F").await;
     assert_eq!(resp.status, 401, "{resp:?}");
@@ -105,7 +108,10 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     assert!(page.body.contains(CANCEL_EXPIRED), "{}", page.body);
     assert!(page.body.contains("dashboard (viewer)"), "who is signed in");
     assert!(page.body.contains("every 5 minutes"), "schedules in words");
-    assert!(!page.body.contains("Run now"), "a viewer sees no write control");
+    assert!(
+        !page.body.contains("Run now"),
+        "a viewer sees no write control"
+    );
     assert!(!page.body.contains("Pause</button>"));
     // A forged POST with the viewer's own, valid CSRF token: the API refuses it (403) and no
     // run exists.
@@ -129,13 +135,23 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     assert!(page.body.contains("Run now"), "{}", page.body);
     let op_csrf = csrf(&page);
     assert_ne!(op_csrf, viewer_csrf, "one CSRF token per session");
-    for form in [String::new(), format!("csrf={viewer_csrf}"), "csrf=".to_owned()] {
+    for form in [
+        String::new(),
+        format!("csrf={viewer_csrf}"),
+        "csrf=".to_owned(),
+    ] {
         let resp = post(http, &format!("{job_path}/trigger"), Some(&operator), &form).await;
         assert_eq!(resp.status, 403, "{form:?}: {resp:?}");
         assert!(resp.body.contains("CSRF"), "{}", resp.body);
     }
     // No cookie at all (a cross-site form would send none: SameSite=Strict).
-    let resp = post(http, &format!("{job_path}/trigger"), None, &format!("csrf={op_csrf}")).await;
+    let resp = post(
+        http,
+        &format!("{job_path}/trigger"),
+        None,
+        &format!("csrf={op_csrf}"),
+    )
+    .await;
     assert_eq!(resp.status, 403, "{resp:?}");
     assert_eq!(manual_runs(&app, CANCEL_EXPIRED).await, before);
 
@@ -148,17 +164,24 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     .await;
     assert_eq!(resp.status, 303, "{resp:?}");
     let location = resp.header("location").expect("to the run page").to_owned();
-    let run_id = location.strip_prefix("/runs/").expect("a run page").to_owned();
+    let run_id = location
+        .strip_prefix("/runs/")
+        .expect("a run page")
+        .to_owned();
     assert_eq!(manual_runs(&app, CANCEL_EXPIRED).await, before + 1);
     let by: String = app
-        .control_scalar(&format!("SELECT triggered_by FROM runs WHERE id = '{run_id}'"))
+        .control_scalar(&format!(
+            "SELECT triggered_by FROM runs WHERE id = '{run_id}'"
+        ))
         .await;
     assert_eq!(by, "ops", "who did it is recorded as for gRPC");
 
     // Pause and resume, back to the page the form names; the viewer's resume is refused.
     let enabled = || async {
-        app.control_scalar::<bool>(&format!("SELECT enabled FROM jobs WHERE name = '{CANCEL_EXPIRED}'"))
-            .await
+        app.control_scalar::<bool>(&format!(
+            "SELECT enabled FROM jobs WHERE name = '{CANCEL_EXPIRED}'"
+        ))
+        .await
     };
     let resp = post(
         http,
@@ -187,7 +210,11 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     )
     .await;
     assert_eq!(resp.status, 303);
-    assert_eq!(resp.header("location"), Some(job_path.as_str()), "no open redirect");
+    assert_eq!(
+        resp.header("location"),
+        Some(job_path.as_str()),
+        "no open redirect"
+    );
     assert!(enabled().await);
 
     // The run page, then its events: all of them once it has ended, then only those after
@@ -207,18 +234,37 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     assert_eq!(events.status, 200, "{events:?}");
     assert_eq!(events.header("content-type"), Some("text/event-stream"));
     let ids = sse_ids(&events.body);
-    assert!(ids.len() >= 3, "queued, running, succeeded at least: {}", events.body);
-    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "no gap: {}", events.body);
+    assert!(
+        ids.len() >= 3,
+        "queued, running, succeeded at least: {}",
+        events.body
+    );
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "no gap: {}",
+        events.body
+    );
     assert!(events.body.contains("event: state"), "{}", events.body);
-    assert!(events.body.contains("\"state\":\"succeeded\""), "{}", events.body);
-    assert!(events.body.trim_end().ends_with("data: {}"), "ends with the end event");
+    assert!(
+        events.body.contains("\"state\":\"succeeded\""),
+        "{}",
+        events.body
+    );
+    assert!(
+        events.body.trim_end().ends_with("data: {}"),
+        "ends with the end event"
+    );
     assert!(events.body.contains("event: end"));
     let k = ids[ids.len() / 2];
     let resumed = request(
         http,
         "GET",
         &format!("/runs/{run_id}/events"),
-        &[("Cookie", viewer.as_str()), ("Last-Event-ID", &k.to_string())],
+        &[
+            ("Cookie", viewer.as_str()),
+            ("Last-Event-ID", &k.to_string()),
+        ],
         "",
     )
     .await
@@ -230,7 +276,12 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
     );
 
     // The runs list, filtered in the URL.
-    let list = get(http, &format!("/runs?job={CANCEL_EXPIRED}&state=succeeded"), Some(&operator)).await;
+    let list = get(
+        http,
+        &format!("/runs?job={CANCEL_EXPIRED}&state=succeeded"),
+        Some(&operator),
+    )
+    .await;
     assert_eq!(list.status, 200);
     assert!(list.body.contains(&run_id), "{}", list.body);
     let bad = get(http, "/runs?state=nonsense", Some(&operator)).await;
@@ -238,12 +289,18 @@ async fn sign_in_roles_csrf_actions_and_the_live_console() {
 
     // Sign out: the session is gone on the server, not only in the browser.
     let page = get(http, "/", Some(&operator)).await;
-    let resp = post(http, "/logout", Some(&operator), &format!("csrf={}", csrf(&page))).await;
+    let resp = post(
+        http,
+        "/logout",
+        Some(&operator),
+        &format!("csrf={}", csrf(&page)),
+    )
+    .await;
     assert_eq!(resp.status, 303);
     assert!(
-        resp.headers
-            .iter()
-            .any(|(k, v)| k == "set-cookie" && v.starts_with("tm_session=;") && v.contains("Max-Age=0")),
+        resp.headers.iter().any(|(k, v)| k == "set-cookie"
+            && v.starts_with("tm_session=;")
+            && v.contains("Max-Age=0")),
         "{resp:?}"
     );
     assert_eq!(get(http, "/", Some(&operator)).await.status, 303);
@@ -262,8 +319,15 @@ async fn an_open_dashboard_renders_every_page_and_escapes_the_data() {
     assert_eq!(page.status, 200, "{page:?}");
     let cookie = page.cookie("tm_session").expect("an anonymous session");
     assert!(page.body.contains("open access"));
-    assert!(page.body.contains("Run now"), "open access may act, like the API");
-    assert!(page.body.contains("No executor has registered"), "{}", page.body);
+    assert!(
+        page.body.contains("Run now"),
+        "open access may act, like the API"
+    );
+    assert!(
+        page.body.contains("No executor has registered"),
+        "{}",
+        page.body
+    );
 
     // A run cancelled with a reason full of markup: shown as text on every page.
     let run = app
@@ -288,11 +352,18 @@ async fn an_open_dashboard_renders_every_page_and_escapes_the_data() {
     ] {
         let page = get(http, &path, Some(&cookie)).await;
         assert_eq!(page.status, 200, "{path}: {page:?}");
-        assert!(!page.body.contains("<script>alert"), "{path} renders markup from the data");
+        assert!(
+            !page.body.contains("<script>alert"),
+            "{path} renders markup from the data"
+        );
         assert_eq!(page.header("cache-control"), Some("no-store"), "{path}");
     }
     let page = get(http, &format!("/runs/{}", run.id), Some(&cookie)).await;
-    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.body);
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
     // The list refresh asks for the page's main content only.
     let partial = request(
         http,
@@ -307,8 +378,14 @@ async fn an_open_dashboard_renders_every_page_and_escapes_the_data() {
     assert!(!partial.body.contains("<html"), "only the main content");
     assert!(partial.body.contains("<h1>Runs</h1>"));
     // Unknown things are 404 pages, not crashes.
-    assert_eq!(get(http, "/jobs/nope/nothing", Some(&cookie)).await.status, 404);
-    assert_eq!(get(http, "/runs/no-such-run", Some(&cookie)).await.status, 404);
+    assert_eq!(
+        get(http, "/jobs/nope/nothing", Some(&cookie)).await.status,
+        404
+    );
+    assert_eq!(
+        get(http, "/runs/no-such-run", Some(&cookie)).await.status,
+        404
+    );
     // The assets are embedded.
     let css = get(http, "/assets/dashboard.css", None).await;
     assert_eq!(css.status, 200);

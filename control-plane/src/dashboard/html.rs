@@ -70,10 +70,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, body: &str) -> Str
             } else {
                 String::new()
             };
-            format!(
-                "<span class=\"who\">{}</span>{sign_out}",
-                esc(&s.who())
-            )
+            format!("<span class=\"who\">{}</span>{sign_out}", esc(&s.who()))
         }
         None => String::new(),
     };
@@ -246,10 +243,11 @@ pub fn schedule_words(expr: &str) -> String {
             return format!("hourly at :{m:02}");
         }
     }
-    if anyday && let Some(s) = hour.strip_prefix("*/").filter(|s| s.parse::<u32>().is_ok()) {
-        if let Some(m) = num(min) {
-            return format!("every {s} hours at :{m:02}");
-        }
+    if anyday
+        && let Some(s) = hour.strip_prefix("*/").filter(|s| s.parse::<u32>().is_ok())
+        && let Some(m) = num(min)
+    {
+        return format!("every {s} hours at :{m:02}");
     }
     let (Some(m), Some(h)) = (num(min), num(hour)) else {
         return expr.to_owned();
@@ -279,13 +277,28 @@ pub fn schedule_words(expr: &str) -> String {
             return format!("{} at {at}", DAYS[i]);
         }
     }
-    if month == "*" && dow == "*" && let Some(d) = num(dom) {
+    if month == "*"
+        && dow == "*"
+        && let Some(d) = num(dom)
+    {
         return format!("monthly on day {d} at {at}");
     }
-    if dow == "*" && let (Some(d), Some(mo)) = (num(dom), num(month)) {
+    if dow == "*"
+        && let (Some(d), Some(mo)) = (num(dom), num(month))
+    {
         const MONTHS: [&str; 12] = [
-            "January", "February", "March", "April", "May", "June", "July", "August",
-            "September", "October", "November", "December",
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
         ];
         if (1..=12).contains(&mo) {
             return format!("yearly on {d} {} at {at}", MONTHS[(mo - 1) as usize]);

@@ -64,7 +64,10 @@ pub fn router(app: SharedApp, api: Arc<JobApi>) -> Router {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/jobs/{service}/{task}", get(job))
         .route("/jobs/{service}/{task}/{action}", post(job_action))
-        .route("/assets/dashboard.css", get(|| async { asset(CSS, "text/css") }))
+        .route(
+            "/assets/dashboard.css",
+            get(|| async { asset(CSS, "text/css") }),
+        )
         .route(
             "/assets/dashboard.js",
             get(|| async { asset(JS, "text/javascript") }),
@@ -148,7 +151,7 @@ fn http_code(status: &Status) -> StatusCode {
 
 /// The session of a page request: the cookie's, an anonymous one on an open API (handed out
 /// with the response), or a redirect to the sign-in page.
-type Gate = Result<(Session, Option<String>), Response>;
+type Gate = Result<(Session, Option<String>), Box<Response>>;
 
 impl Dashboard {
     fn gate(&self, headers: &HeaderMap, here: &str) -> Gate {
@@ -160,13 +163,26 @@ impl Dashboard {
             let cookie = self.sessions.set_cookie(&s);
             return Ok((s, Some(cookie)));
         }
-        Err(Redirect::to(&format!("/login?next={}", html::url_param(here))).into_response())
+        Err(Box::new(
+            Redirect::to(&format!("/login?next={}", html::url_param(here))).into_response(),
+        ))
     }
 
     /// The session of a POST, which must exist and carry its CSRF token in `form`.
-    fn gate_post(&self, headers: &HeaderMap, form: &[(String, String)]) -> Result<Session, Response> {
+    fn gate_post(
+        &self,
+        headers: &HeaderMap,
+        form: &[(String, String)],
+    ) -> Result<Session, Box<Response>> {
         let refuse = |code: StatusCode, why: &str| {
-            html_page(code, headers, "Refused", Nav::None, None, &pages::error(why))
+            Box::new(html_page(
+                code,
+                headers,
+                "Refused",
+                Nav::None,
+                None,
+                &pages::error(why),
+            ))
         };
         let Some(session) = self.sessions.from_headers(headers) else {
             return Err(refuse(
@@ -285,7 +301,7 @@ async fn overview(
 ) -> Response {
     let gate = match d.gate(&headers, "/") {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = async {
         let status = d
@@ -320,7 +336,7 @@ async fn runs(
     let here = format!("/runs?{}", q.with_page(&q.page));
     let gate = match d.gate(&headers, &here) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = async {
         let state = if q.state.is_empty() {
@@ -360,7 +376,7 @@ async fn runs(
 async fn run(State(d): State<Dashboard>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let gate = match d.gate(&headers, &format!("/runs/{}", html::url_param(&id))) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = d
         .api
@@ -392,7 +408,13 @@ async fn run_events(
     );
     match d
         .api
-        .watch_run(call(&session, v1::WatchRunRequest { run_id: id, after_seq }))
+        .watch_run(call(
+            &session,
+            v1::WatchRunRequest {
+                run_id: id,
+                after_seq,
+            },
+        ))
         .await
     {
         Ok(stream) => live::sse(stream.into_inner()).into_response(),
@@ -408,7 +430,7 @@ async fn job(
     let name = format!("{service}/{task}");
     let gate = match d.gate(&headers, &format!("/jobs/{name}")) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = async {
         let job = d
@@ -504,7 +526,7 @@ async fn logout(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> 
     let form = parse_form(&body);
     let session = match d.gate_post(&headers, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     d.sessions.remove(&session.id);
     with_cookie(
@@ -543,7 +565,7 @@ async fn job_action(
     let form = parse_form(&body);
     let session = match d.gate_post(&headers, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let name = format!("{service}/{task}");
     let job_page = format!("/jobs/{name}");
@@ -583,7 +605,7 @@ async fn cancel_run(
     let form = parse_form(&body);
     let session = match d.gate_post(&headers, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let result = d
         .api
@@ -604,7 +626,7 @@ async fn cancel_selected(State(d): State<Dashboard>, headers: HeaderMap, body: B
     let form = parse_form(&body);
     let session = match d.gate_post(&headers, &form) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let ids: Vec<&str> = form
         .iter()

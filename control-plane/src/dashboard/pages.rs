@@ -128,7 +128,10 @@ pub fn overview(
                     "<a href=\"/runs/{}\">{}</a> {}",
                     esc(&r.id),
                     state_badge(r.state),
-                    time(r.finished_at.as_ref().or(r.created_at.as_ref()), &j.timezone)
+                    time(
+                        r.finished_at.as_ref().or(r.created_at.as_ref()),
+                        &j.timezone
+                    )
                 )
             ),
             took = last.map_or_else(String::new, duration),
@@ -261,7 +264,8 @@ pub fn runs(
     jobs: &[v1::Job],
     page: &v1::ListRunsResponse,
 ) -> String {
-    let mut b = String::from("<h1>Runs</h1><form method=\"get\" action=\"/runs\" class=\"filters\">");
+    let mut b =
+        String::from("<h1>Runs</h1><form method=\"get\" action=\"/runs\" class=\"filters\">");
     b.push_str("<label>Job <select name=\"job\" data-autosubmit><option value=\"\">all</option>");
     for j in jobs {
         let _ = write!(
@@ -404,15 +408,20 @@ pub fn job(session: &Session, j: &v1::Job, runs: &[v1::Run]) -> String {
 fn duration_strip(runs: &[v1::Run]) -> String {
     let ms = |r: &v1::Run| -> i64 {
         match (
-            r.started_at.as_ref().and_then(ticketmax_proto::from_timestamp),
-            r.finished_at.as_ref().and_then(ticketmax_proto::from_timestamp),
+            r.started_at
+                .as_ref()
+                .and_then(ticketmax_proto::from_timestamp),
+            r.finished_at
+                .as_ref()
+                .and_then(ticketmax_proto::from_timestamp),
         ) {
             (Some(s), Some(f)) => (f - s).num_milliseconds().max(0),
             _ => 0,
         }
     };
     let longest = runs.iter().map(ms).max().unwrap_or(0).max(1);
-    let mut b = String::from("<div class=\"strip\" role=\"img\" aria-label=\"Durations of recent runs\">");
+    let mut b =
+        String::from("<div class=\"strip\" role=\"img\" aria-label=\"Durations of recent runs\">");
     for r in runs.iter().rev() {
         let pct = (ms(r) * 100 / longest).max(1);
         let state = html::state_name(r.state);
@@ -499,7 +508,11 @@ pub fn run(session: &Session, r: &v1::Run, trace_url: Option<&str>) -> String {
         executor = esc(&r.executor_id),
         params = esc(&params),
         summary = esc(&summary),
-        error = esc(if r.error.is_empty() { &r.reason } else { &r.error }),
+        error = esc(if r.error.is_empty() {
+            &r.reason
+        } else {
+            &r.error
+        }),
     );
     b
 }

@@ -100,10 +100,7 @@ impl Sessions {
         let mut map = self.lock();
         map.retain(|_, s| s.expires > now);
         if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .values()
-                .min_by_key(|s| s.expires)
-                .map(|s| s.id.clone())
+            && let Some(oldest) = map.values().min_by_key(|s| s.expires).map(|s| s.id.clone())
         {
             map.remove(&oldest);
         }
@@ -205,7 +202,9 @@ mod tests {
         let plain = Sessions::new(Duration::from_secs(600), false);
         let s = plain.create(None, None);
         let c = plain.set_cookie(&s);
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=600"));
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=600")
+        );
         assert!(!c.contains("Secure"));
         let tls = Sessions::new(Duration::from_secs(600), true);
         assert!(tls.set_cookie(&s).ends_with("; Secure"));
