@@ -162,6 +162,14 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_RUN_RETENTION_KEEP", default_value_t = 100)]
     pub run_retention_keep: u64,
 
+    /// How long a dashboard sign-in lasts, in seconds (sessions live in this replica's memory).
+    #[arg(
+        long,
+        env = "TICKETMAX_DASHBOARD_SESSION_SECS",
+        default_value_t = 43_200
+    )]
+    pub dashboard_session_secs: u64,
+
     /// When the run-history cleaner runs (cron, 5 or 6 fields, UTC; the leader runs it).
     #[arg(
         long,

@@ -1,5 +1,6 @@
 //! HTTP side of the control plane on `TICKETMAX_HTTP_ADDR`: the seed's REST endpoints (so the
-//! curl commands in existing runbooks keep working), Prometheus `/metrics`, and `/healthz`.
+//! curl commands in existing runbooks keep working), Prometheus `/metrics`, `/healthz`, and the
+//! operator dashboard at `/` ([`crate::dashboard`]).
 //! The REST handlers call the same `JobService` implementation as gRPC.
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -61,10 +62,9 @@ struct Http {
 }
 
 pub fn router(app: SharedApp) -> Router {
-    let state = Http {
-        api: std::sync::Arc::new(JobApi::new(app.clone())),
-        app,
-    };
+    let api = std::sync::Arc::new(JobApi::new(app.clone()));
+    let dashboard = crate::dashboard::router(app.clone(), api.clone());
+    let state = Http { api, app };
     let mut router = Router::new()
         .route("/background-jobs/status", get(status))
         .route("/metrics", get(metrics))
@@ -75,7 +75,7 @@ pub fn router(app: SharedApp) -> Router {
             post(move |s: State<Http>, h: HeaderMap| trigger(s, h, job)),
         );
     }
-    router.with_state(state)
+    router.with_state(state).merge(dashboard)
 }
 
 /// Serves until `shutdown`, over TLS when `tls` is given, under the connection limits

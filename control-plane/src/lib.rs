@@ -14,6 +14,7 @@
 //! | [`store`] | the database, one module per aggregate |
 //! | [`api`] | `JobService` and `ExecutorRegistry` |
 //! | [`http`] | seed REST endpoints, `/metrics`, `/healthz` |
+//! | [`dashboard`] | the operator dashboard: pages, live run console (SSE), sessions and CSRF |
 //! | [`cron`] | cron parsing, timezones, the DST rule |
 //! | [`auth`], [`tls`] | tokens and roles; TLS and mutual TLS |
 pub mod api;
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod cron;
+pub mod dashboard;
 pub mod dispatch;
 pub mod engine;
 pub mod http;

@@ -51,7 +51,6 @@ use tonic::{Code, Status};
 
 pub use db::{SERVER_URL_VAR, database_url, server_url};
 pub use process::Proc;
-pub use tokens::{ApiToken, hash_token};
 pub use ticketmax_proto::v1::{
     self, GetJobRequest, GetRunRequest, GetStatusRequest, GetStatusResponse, Job, ListJobsRequest,
     ListRunsRequest, PauseJobRequest, ResumeJobRequest, Run, RunEvent, RunState, Trigger,
@@ -59,6 +58,7 @@ pub use ticketmax_proto::v1::{
     run_event::Kind as EventKind,
 };
 pub use ticketmax_proto::{from_timestamp, json_to_struct, struct_to_json, to_timestamp};
+pub use tokens::{ApiToken, hash_token};
 
 /// The typed public API client (sending the harness's operator token when one is set).
 pub type Api =
@@ -1046,7 +1046,9 @@ impl TestApp {
 
     /// The CA certificate (PEM) of [`TestAppBuilder::tls`], and its file.
     pub fn ca_pem(&self) -> &str {
-        self.ca_pem.as_deref().expect("the app was built without .tls()")
+        self.ca_pem
+            .as_deref()
+            .expect("the app was built without .tls()")
     }
 
     pub fn ca_file(&self) -> PathBuf {

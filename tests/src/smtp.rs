@@ -13,7 +13,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{millis, secs};
 
-
 pub struct SmtpServer {
     child: Option<tokio::process::Child>,
     pub port: u16,
@@ -272,7 +271,6 @@ impl Mail {
         self.part("text/html")
     }
 }
-
 
 /// A TCP server that accepts connections and never says a word: an SMTP session to it hangs
 /// (the client waits for the 220 greeting), which pins the sender between claim and send.

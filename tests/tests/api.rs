@@ -7,8 +7,8 @@ use ticketmax_e2e::schedule::{JOB_TABLE, next_fires, same_schedule};
 use ticketmax_e2e::*;
 use tonic::Code;
 
-use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 use ticketmax_e2e::jobs::ABANDONED_PAYMENTS as ABANDONED;
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 
 #[tokio::test]
 async fn list_jobs_has_every_spec_job_with_the_seed_default_schedule() {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use ticketmax_e2e::*;
 
-use ticketmax_e2e::jobs::CLEAN_CACHE as TICKING;
 use ticketmax_e2e::jobs::CANCEL_EXPIRED;
+use ticketmax_e2e::jobs::CLEAN_CACHE as TICKING;
 
 #[tokio::test]
 async fn restart_keeps_history_and_runs_no_tick_twice() {

@@ -3,8 +3,8 @@
 
 use ticketmax_e2e::*;
 
-use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 use ticketmax_e2e::jobs::ABANDONED_PAYMENTS as ABANDONED;
+use ticketmax_e2e::jobs::CANCEL_EXPIRED;
 
 async fn booking_status(app: &TestApp, id: i64) -> String {
     app.ticketing_scalar(&format!("SELECT status FROM bookings WHERE id = {id}"))

@@ -43,7 +43,6 @@ const WRITES: [M; 5] = [
     M::ResumeJob,
 ];
 
-
 /// Calls `m` with `token`; on success, what it returned (the run or the job, when one).
 async fn call(api: &mut Api, m: M, token: Option<&str>, c: &Ctx) -> Result<String, Status> {
     let job = c.job.clone();

@@ -12,8 +12,14 @@ async fn exposed_listeners_without_protection_are_called_out_at_start() {
     let ca = make_ca("TicketMax internal CA");
     let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1"], "ticketmax");
     let protected = [
-        ("TICKETMAX_TLS_CERT", write_pem(&app.log_dir, "cert.pem", &cert)),
-        ("TICKETMAX_TLS_KEY", write_pem(&app.log_dir, "cert.key", &key)),
+        (
+            "TICKETMAX_TLS_CERT",
+            write_pem(&app.log_dir, "cert.pem", &cert),
+        ),
+        (
+            "TICKETMAX_TLS_KEY",
+            write_pem(&app.log_dir, "cert.key", &key),
+        ),
         ("TICKETMAX_EXECUTOR_TOKEN", EXECUTOR_SECRET.to_string()),
     ];
     let cp_warnings = [

@@ -152,7 +152,6 @@ async fn tls_and_mutual_tls_with_generated_certificates() {
     }
 }
 
-
 /// The production shape of README "Security" with mutual TLS and no shared executor secret: the control
 /// plane, an executor and ticketmaxctl each hold a certificate from one internal CA, and each
 /// server pins the names the other's certificate must carry. The executor registers over
