@@ -98,6 +98,30 @@ try {
   await shot(op.page, "job");
   step("operator: pause and resume");
 
+  // An invalid cron in the edit form: the API's message, nothing saved.
+  await op.page.goto(`${base}/jobs/${job}`);
+  const before = await op.page.inputValue("input[name=schedule]");
+  await op.page.fill("input[name=schedule]", "61 * * * *");
+  await op.page.click("button:has-text('Preview')");
+  await op.page.waitForSelector(".preview .err");
+  await shot(op.page, "edit-preview-invalid");
+  await op.page.fill("input[name=schedule]", "61 * * * *");
+  await op.page.click("button:has-text('Save')");
+  await op.page.waitForSelector("p.err");
+  assert.match(await op.page.textContent("p.err"), /61 \* \* \* \*/);
+  await shot(op.page, "edit-invalid-cron");
+  await op.page.goto(`${base}/jobs/${job}`);
+  assert.equal(await op.page.inputValue("input[name=schedule]"), before, "nothing was saved");
+  step("operator: an invalid cron is refused with the API's message");
+
+  // A report beside the previous period.
+  await op.page.goto(`${base}/reports`);
+  await op.page.click("a:has-text('daily-analytics') >> nth=0");
+  await op.page.waitForSelector("table.report");
+  assert.ok((await op.page.textContent("table.report")).includes("+20 (+20.0%)"), "the change from the previous period");
+  await shot(op.page, "report");
+  step("report beside the previous period");
+
   // The slow run: drop the connection in the middle, the console resumes from the last event
   // id it saw, with every event exactly once.
   const hs = env("TM_HANDSHAKE");

@@ -84,6 +84,15 @@ async fn the_dashboard_in_chromium() {
         .await;
     app.silence_schedules(&[]).await;
     app.seed_expired_bookings(2_000).await;
+    // Two periods of a report for the report page.
+    app.control_exec(
+        "INSERT INTO reports (id, kind, period, job, run_id, body, created_at) VALUES \
+         ('rep-a', 'daily-analytics', '2026-11-27', 'analytics/generate-daily-analytics', 'run-a', \
+          '{\"bookings\": 100, \"revenue\": {\"NGN\": 500}}', now() - interval '1 day'), \
+         ('rep-b', 'daily-analytics', '2026-11-28', 'analytics/generate-daily-analytics', 'run-b', \
+          '{\"bookings\": 120, \"revenue\": {\"NGN\": 450}}', now())",
+    )
+    .await;
     let proxy = Proxy::start(app.control_planes[0].http_addr).await;
     let shots = app.log_dir.join("screenshots");
     let handshake = app.log_dir.join("handshake");
@@ -167,6 +176,9 @@ async fn the_dashboard_in_chromium() {
         "job",
         "run-resumed",
         "runs-phone-dark",
+        "edit-preview-invalid",
+        "edit-invalid-cron",
+        "report",
     ] {
         let shot = shots.join(format!("{name}.png"));
         let len = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
