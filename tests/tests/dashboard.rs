@@ -393,3 +393,158 @@ async fn an_open_dashboard_renders_every_page_and_escapes_the_data() {
     let js = get(http, "/assets/dashboard.js", None).await;
     assert!(js.body.contains("EventSource"));
 }
+
+#[tokio::test]
+async fn edit_with_preview_the_tick_ledger_and_reports_beside_the_previous_period() {
+    let mut app = TestApp::builder()
+        .viewer_and_operator()
+        .executors(1)
+        .spawn()
+        .await;
+    let http = app.control_planes[0].http_addr;
+    let operator = sign_in(http, OPERATOR_TOKEN).await;
+    let job_path = format!("/jobs/{CLEAN_CACHE}");
+    let schedule = || async {
+        app.control_scalar::<String>(&format!(
+            "SELECT schedule FROM jobs WHERE name = '{CLEAN_CACHE}'"
+        ))
+        .await
+    };
+
+    // The preview of a schedule being edited: ten fire times, or the parser's message.
+    let page = get(
+        http,
+        &format!("{job_path}?schedule=0+8+*+*+1&timezone=Africa%2FLagos"),
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Mondays at 08:00"), "{}", page.body);
+    assert_eq!(
+        page.body.matches("+01:00</td>").count(),
+        10,
+        "ten fire times in Lagos: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("value=\"0 8 * * 1\""),
+        "the form keeps what is previewed"
+    );
+    let page = get(
+        http,
+        &format!("{job_path}?schedule=61+*+*+*+*&timezone=UTC"),
+        Some(&operator),
+    )
+    .await;
+    assert!(page.body.contains("class=\"err\""), "{}", page.body);
+
+    // A bad cron or zone: the API's message, status 400, nothing stored.
+    let before = schedule().await;
+    let csrf_token = csrf(&get(http, &job_path, Some(&operator)).await);
+    for (form, expect) in [
+        (
+            format!("csrf={csrf_token}&schedule=61+*+*+*+*&timezone=UTC"),
+            "61 * * * *",
+        ),
+        (
+            format!("csrf={csrf_token}&schedule=*+*+*+*+*&timezone=Mars%2FOlympus"),
+            "Mars/Olympus",
+        ),
+        (
+            format!("csrf={csrf_token}&schedule=*+*+*+*+*&timezone=UTC&timeout=-3"),
+            "timeout",
+        ),
+    ] {
+        let resp = post(http, &format!("{job_path}/update"), Some(&operator), &form).await;
+        assert_eq!(resp.status, 400, "{form}: {resp:?}");
+        assert!(resp.body.contains(expect), "{form}: {}", resp.body);
+        assert_eq!(schedule().await, before, "{form} changed the schedule");
+    }
+
+    // Every second with missed ticks skipped; then no control plane for a few seconds.
+    let resp = post(
+        http,
+        &format!("{job_path}/update"),
+        Some(&operator),
+        &format!("csrf={csrf_token}&schedule=*+*+*+*+*+*&timezone=UTC&missed=skip&overlap=skip&catch_up=0"),
+    )
+    .await;
+    assert_eq!(resp.status, 303, "{resp:?}");
+    assert_eq!(schedule().await, "* * * * * *");
+    let by: String = app
+        .control_scalar(&format!(
+            "SELECT updated_by FROM jobs WHERE name = '{CLEAN_CACHE}'"
+        ))
+        .await;
+    assert_eq!(by, "ops");
+    tokio::time::sleep(secs(2)).await;
+    app.control_planes[0].kill().await;
+    tokio::time::sleep(secs(3)).await;
+    app.control_planes[0].start().await;
+    // Sessions live in the replica's memory: the restart signed everyone out.
+    assert_eq!(get(http, &job_path, Some(&operator)).await.status, 303);
+    let operator = sign_in(http, OPERATOR_TOKEN).await;
+    let ledger = eventually("the missed ticks in the ledger", secs(30), || async {
+        let page = get(http, &job_path, Some(&operator)).await;
+        (page.body.contains("data-verdict=\"missed\"")
+            && page.body.contains("data-verdict=\"ran\""))
+        .then_some(page.body)
+    })
+    .await;
+    assert!(
+        ledger.contains("missed: no control plane was running"),
+        "{ledger}"
+    );
+    let csrf_token = csrf(&get(http, &job_path, Some(&operator)).await);
+    let resp = post(
+        http,
+        &format!("{job_path}/update"),
+        Some(&operator),
+        &format!("csrf={csrf_token}&schedule=0+0+1+1+*&timezone=UTC"),
+    )
+    .await;
+    assert_eq!(resp.status, 303);
+
+    // Two periods of a report: the newer beside the older, with the change; the downloads.
+    app.control_exec(
+        "INSERT INTO reports (id, kind, period, job, run_id, body, created_at) VALUES \
+         ('rep-a', 'daily-analytics', '2026-11-27', 'analytics/generate-daily-analytics', 'run-a', \
+          '{\"bookings\": 100, \"revenue\": {\"NGN\": 500}}', now()), \
+         ('rep-b', 'daily-analytics', '2026-11-28', 'analytics/generate-daily-analytics', 'run-b', \
+          '{\"bookings\": 120, \"revenue\": {\"NGN\": 450}}', now())",
+    )
+    .await;
+    let list = get(http, "/reports?kind=daily-analytics", Some(&operator)).await;
+    assert_eq!(list.status, 200);
+    assert!(
+        list.body.contains("2026-11-27") && list.body.contains("2026-11-28"),
+        "{}",
+        list.body
+    );
+    let page = get(http, "/reports/rep-b", Some(&operator)).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("+20 (+20.0%)"), "{}", page.body);
+    assert!(page.body.contains("-50 (-10.0%)"), "{}", page.body);
+    assert!(
+        page.body.contains("href=\"/reports/rep-a\""),
+        "the previous period is linked"
+    );
+    let csv = get(http, "/reports/rep-b.csv", Some(&operator)).await;
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        csv.body,
+        "field,value\r\nbookings,120\r\nrevenue.NGN,450\r\n"
+    );
+    let json = get(http, "/reports/rep-b.json", Some(&operator)).await;
+    assert!(
+        json.header("content-disposition")
+            .unwrap_or_default()
+            .contains("attachment")
+    );
+    let body: serde_json::Value = serde_json::from_str(&json.body).expect("JSON");
+    assert_eq!(body["bookings"], 120);
+    assert_eq!(
+        get(http, "/reports/none", Some(&operator)).await.status,
+        404
+    );
+}

@@ -45,6 +45,7 @@ pub fn url_param(s: &str) -> String {
 pub enum Nav {
     Overview,
     Runs,
+    Reports,
     None,
 }
 
@@ -80,7 +81,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, body: &str) -> Str
          <title>{title} · TicketMax Jobs</title>\
          <link rel=\"stylesheet\" href=\"/assets/dashboard.css\">\
          <script src=\"/assets/dashboard.js\" defer></script></head>\
-         <body><header><nav><strong class=\"brand\">TicketMax Jobs</strong>{}{}\
+         <body><header><nav><strong class=\"brand\">TicketMax Jobs</strong>{}{}{}\
          <span class=\"spacer\"></span>\
          <label class=\"zone\">Times <select id=\"tm-zone\" aria-label=\"Time zone\">\
          <option value=\"utc\">UTC</option><option value=\"local\">My zone</option>\
@@ -88,6 +89,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, body: &str) -> Str
          <main id=\"tm-main\">{body}</main></body></html>",
         link("/", "Overview", Nav::Overview),
         link("/runs", "Runs", Nav::Runs),
+        link("/reports", "Reports", Nav::Reports),
         title = esc(title),
     )
 }

@@ -28,7 +28,9 @@ use crate::{api::JobApi, app::SharedApp, auth::Role};
 pub mod html;
 pub mod live;
 pub mod pages;
+pub mod reports;
 pub mod session;
+pub mod settings;
 
 use html::Nav;
 use pages::RunsQuery;
@@ -62,6 +64,8 @@ pub fn router(app: SharedApp, api: Arc<JobApi>) -> Router {
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/reports", get(report_list))
+        .route("/reports/{id}", get(report))
         .route("/jobs/{service}/{task}", get(job))
         .route("/jobs/{service}/{task}/{action}", post(job_action))
         .route(
@@ -426,6 +430,7 @@ async fn job(
     State(d): State<Dashboard>,
     headers: HeaderMap,
     Path((service, task)): Path<(String, String)>,
+    Query(preview): Query<settings::PreviewQuery>,
 ) -> Response {
     let name = format!("{service}/{task}");
     let gate = match d.gate(&headers, &format!("/jobs/{name}")) {
@@ -444,17 +449,152 @@ async fn job(
                 &gate.0,
                 v1::ListRunsRequest {
                     job: name.clone(),
-                    page_size: 30,
+                    page_size: 60,
                     ..Default::default()
                 },
             ))
             .await?
             .into_inner()
             .runs;
-        Ok(pages::job(&gate.0, &job, &runs))
+        let schedule = preview.schedule.as_deref().unwrap_or(&job.schedule);
+        let timezone = preview.timezone.as_deref().unwrap_or(&job.timezone);
+        let mut page = pages::job(&gate.0, &job, &runs[..runs.len().min(30)]);
+        page.push_str("<h2>Tick ledger</h2>");
+        page.push_str(&settings::ledger(&runs, &job.timezone));
+        page.push_str(&settings::edit_form(&gate.0, &job, schedule, timezone));
+        page.push_str(&settings::preview(schedule, timezone, chrono::Utc::now()));
+        Ok(page)
     }
     .await;
     d.page(&headers, gate, &name, Nav::None, body)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ReportsQuery {
+    #[serde(default)]
+    kind: String,
+}
+
+async fn report_list(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<ReportsQuery>,
+) -> Response {
+    let gate = match d.gate(&headers, "/reports") {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let body = async {
+        let all = d
+            .api
+            .list_reports(call(
+                &gate.0,
+                v1::ListReportsRequest {
+                    kind: String::new(),
+                    limit: 500,
+                },
+            ))
+            .await?
+            .into_inner()
+            .reports;
+        let mut kinds: Vec<String> = all.iter().map(|r| r.kind.clone()).collect();
+        kinds.sort();
+        kinds.dedup();
+        let shown = d
+            .api
+            .list_reports(call(
+                &gate.0,
+                v1::ListReportsRequest {
+                    kind: q.kind.clone(),
+                    limit: 100,
+                },
+            ))
+            .await?
+            .into_inner()
+            .reports;
+        Ok(reports::list(&q.kind, &kinds, &shown))
+    }
+    .await;
+    d.page(&headers, gate, "Reports", Nav::Reports, body)
+}
+
+/// A report page, or its download (`<id>.json`, `<id>.csv`).
+async fn report(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let gate = match d.gate(&headers, &format!("/reports/{}", html::url_param(&id))) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let (id, format) = match (id.strip_suffix(".json"), id.strip_suffix(".csv")) {
+        (Some(base), _) => (base.to_owned(), "json"),
+        (_, Some(base)) => (base.to_owned(), "csv"),
+        _ => (id, "html"),
+    };
+    let found = d
+        .api
+        .get_report(call(&gate.0, v1::GetReportRequest { id: id.clone() }))
+        .await
+        .map(tonic::Response::into_inner);
+    let report = match found {
+        Ok(r) => r,
+        Err(status) => return d.page(&headers, gate, "Report", Nav::Reports, Err(status)),
+    };
+    let download = |body: String, content_type: &'static str, ext: &str| {
+        let name = format!("{}-{}.{ext}", report.kind, report.period).replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+            "_",
+        );
+        (
+            [
+                (header::CONTENT_TYPE, content_type.to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    match format {
+        "json" => {
+            let body = report
+                .body
+                .as_ref()
+                .map(ticketmax_proto::struct_to_json)
+                .unwrap_or(serde_json::Value::Null);
+            let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+            download(text, "application/json", "json")
+        }
+        "csv" => download(reports::csv(&report), "text/csv; charset=utf-8", "csv"),
+        _ => {
+            let body = async {
+                let same_kind = d
+                    .api
+                    .list_reports(call(
+                        &gate.0,
+                        v1::ListReportsRequest {
+                            kind: report.kind.clone(),
+                            limit: 500,
+                        },
+                    ))
+                    .await?
+                    .into_inner()
+                    .reports;
+                // The previous period: the newest of the same kind before this one.
+                let previous = same_kind
+                    .iter()
+                    .filter(|r| r.period < report.period)
+                    .max_by(|a, b| a.period.cmp(&b.period));
+                Ok(reports::page(&report, previous))
+            }
+            .await;
+            d.page(&headers, gate, "Report", Nav::Reports, body)
+        }
+    }
 }
 
 // ---- sign-in ----------------------------------------------------------------------------
@@ -591,6 +731,14 @@ async fn job_action(
             .resume_job(call(&session, v1::ResumeJobRequest { name }))
             .await
             .map(|_| back_to(&form, job_page)),
+        "update" => match settings::update_request(&name, &form) {
+            Err(message) => Err(Status::invalid_argument(message)),
+            Ok(req) => d
+                .api
+                .update_job(call(&session, req))
+                .await
+                .map(|_| back_to(&form, job_page)),
+        },
         other => Err(Status::not_found(format!("no action '{other}'"))),
     };
     after_action(&headers, &session, result)

@@ -116,6 +116,9 @@
       list.scrollTop = list.scrollHeight;
     }
     const es = new EventSource(`/runs/${encodeURIComponent(id)}/events`);
+    // How many times the stream (re)opened: the browser reconnects by itself after a drop,
+    // sending the last event id it saw.
+    es.addEventListener("open", () => { section.dataset.opens = String(Number(section.dataset.opens || 0) + 1); });
     const once = (handler) => (msg) => {
       const ev = JSON.parse(msg.data);
       // The server resumes after Last-Event-ID, so nothing repeats; guard anyway.
@@ -147,7 +150,21 @@
       line(ev, `progress ${text}${ev.message ? " — " + ev.message : ""}`, "debug");
     }));
     es.addEventListener("log", once((ev) => line(ev, `[${ev.level}] ${ev.message}`, ev.level)));
-    es.addEventListener("end", () => { es.close(); section.dataset.live = "ended"; });
+    // The run has ended: stop reconnecting, and bring the header (finish time, summary, the
+    // cancel button) up to date from the server, keeping the console as it is.
+    es.addEventListener("end", async () => {
+      es.close();
+      try {
+        const resp = await fetch(location.href, { headers: { "X-TM-Partial": "1" }, credentials: "same-origin" });
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        for (const sel of ["#tm-run dl.settings", "main div.actions"]) {
+          const fresh = doc.querySelector(sel), old = document.querySelector(sel);
+          if (fresh && old) old.replaceWith(fresh);
+        }
+        formatTimes(document);
+      } catch (_) { /* the header stays as rendered */ }
+      section.dataset.live = "ended";
+    });
     es.addEventListener("error", (msg) => {
       if (msg.data) { try { line({ seq: "!" }, JSON.parse(msg.data).message, "error"); } catch (_) { /* not ours */ } }
     });
