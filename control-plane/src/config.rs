@@ -162,6 +162,11 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_RUN_RETENTION_KEEP", default_value_t = 100)]
     pub run_retention_keep: u64,
 
+    /// The dashboard's link from a run to its trace: a URL with `{trace_id}` in it, such as
+    /// `http://jaeger:16686/trace/{trace_id}`. No link when unset.
+    #[arg(long, env = "TICKETMAX_TRACE_URL")]
+    pub trace_url: Option<String>,
+
     /// How long a dashboard sign-in lasts, in seconds (sessions live in this replica's memory).
     #[arg(
         long,

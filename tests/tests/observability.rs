@@ -291,6 +291,7 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}"))
         .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
         .env("LOG_FORMAT", "json")
+        .control_plane_env("TICKETMAX_TRACE_URL", "http://jaeger.test/trace/{trace_id}")
         .spawn()
         .await;
     app.silence_schedules(&[]).await;
@@ -333,8 +334,21 @@ async fn one_trace_per_run_across_both_processes_with_metrics_and_json_logs() {
         summary(&run)
     );
 
-    // Prometheus text on the control plane's HTTP address.
+    // The run carries the caller's trace, and the dashboard's run page links to it.
+    assert_eq!(run.trace_id, caller_trace_id, "{run:#?}");
     let http_addr = app.control_planes[0].http_addr;
+    let page =
+        ticketmax_e2e::http::request(http_addr, "GET", &format!("/runs/{}", run.id), &[], "")
+            .await
+            .expect("the run page");
+    let link = format!("href=\"http://jaeger.test/trace/{caller_trace_id}\"");
+    assert!(
+        page.body.contains(&link),
+        "no {link} on the run page:\n{}",
+        page.body
+    );
+
+    // Prometheus text on the control plane's HTTP address.
     let (status, metrics) = http_get(http_addr, "/metrics").await;
     assert_eq!(status, 200, "GET /metrics: {metrics}");
     let expected = format!("ticketmax_runs{{job=\"{CANCEL_EXPIRED}\",state=\"succeeded\"}} 1");

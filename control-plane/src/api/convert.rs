@@ -33,7 +33,19 @@ pub fn run_to_proto(r: &run::Model) -> v1::Run {
         params: json_struct(r.params.as_deref()),
         triggered_by: r.triggered_by.clone().unwrap_or_default(),
         reason: r.reason.clone().unwrap_or_default(),
+        trace_id: r
+            .trace_parent
+            .as_deref()
+            .and_then(trace_id)
+            .unwrap_or_default(),
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<flags>`).
+fn trace_id(traceparent: &str) -> Option<String> {
+    let id = traceparent.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
 }
 
 pub fn job_to_proto(j: &job::Model, last: Option<&run::Model>) -> v1::Job {

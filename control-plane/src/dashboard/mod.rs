@@ -386,7 +386,17 @@ async fn run(State(d): State<Dashboard>, headers: HeaderMap, Path(id): Path<Stri
         .api
         .get_run(call(&gate.0, v1::GetRunRequest { run_id: id.clone() }))
         .await
-        .map(|r| pages::run(&gate.0, &r.into_inner(), None));
+        .map(|r| {
+            let r = r.into_inner();
+            let trace = d
+                .app
+                .config
+                .trace_url
+                .as_deref()
+                .filter(|_| !r.trace_id.is_empty())
+                .map(|t| t.replace("{trace_id}", &r.trace_id));
+            pages::run(&gate.0, &r, trace.as_deref())
+        });
     d.page(&headers, gate, "Run", Nav::Runs, body)
 }
 
