@@ -114,6 +114,29 @@ pub async fn returned_ids(
         .context(format!("reading ids after {what}"))
 }
 
+/// Postgres: runs a chunk written as one statement (data-modifying CTEs chaining the claim, the
+/// change, the ticket release and the outbox insert) whose final SELECT returns one row of
+/// `n` BIGINT figures; a NULL figure (`MAX(id)` of nothing) reads as 0. One round trip per
+/// chunk: nothing comes back to Rust but these figures, so a chunk's memory stays in Postgres.
+pub async fn chunk_figures(
+    q: crate::db::Sql,
+    txn: &DatabaseTransaction,
+    n: usize,
+    what: &str,
+) -> Result<Vec<i64>, TaskError> {
+    use crate::tasks::DbContext as _;
+    let row = q
+        .fetch_one(txn)
+        .await
+        .context(what.to_owned())?
+        .ok_or_else(|| sea_orm::DbErr::RecordNotFound(format!("the figures of {what}")))
+        .context(what.to_owned())?;
+    (0..n)
+        .map(|i| crate::db::col::<Option<i64>>(&row, i).map(Option::unwrap_or_default))
+        .collect::<Result<Vec<_>, _>>()
+        .context(format!("reading the figures of {what}"))
+}
+
 /// What one chunk did: rows handled (0 ends the loop) and the counts to add to the summary.
 #[derive(Default)]
 pub struct ChunkDone {
