@@ -123,6 +123,13 @@ impl StalePayments {
         .text(q, chrono::Utc::now(), tz)
     }
 
+    /// `from_status` as an SQL literal, not a bound value: Postgres matches a claim to the
+    /// partial index of stale payments (`ix_payments_stale_id`) only when the query names the
+    /// status itself. It is one of this file's constants, never outside input.
+    fn status_literal(&self) -> String {
+        format!("'{}'", self.from_status)
+    }
+
     fn stale(&self, d: Dialect, p: &str, status: &str, cutoff: &str) -> String {
         format!(
             "{p}.status = {status} AND {}",
@@ -155,7 +162,7 @@ impl StaleChunk<'_> {
         let d = Dialect::Postgres;
         let mut q = Sql::new(d);
         let now = q.bind(ctx.now);
-        let from = q.bind(rule.from_status.to_owned());
+        let from = rule.status_literal();
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
         let limit = q.bind(self.batch as i64);
@@ -238,7 +245,7 @@ impl ChunkStep for StaleChunk<'_> {
         let rule = self.rule;
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
-        let from = q.bind(rule.from_status.to_owned());
+        let from = rule.status_literal();
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
         let limit = q.bind(self.batch as i64);
@@ -341,9 +348,9 @@ impl Task for StalePayments {
                 "emails_queued",
             ],
         );
-        let batch = ctx.batch_size(500)?;
+        let batch = ctx.batch_size(super::ONE_STATEMENT_BATCH)?;
         let mut q = Sql::new(ctx.dialect);
-        let from = q.bind(self.from_status.to_owned());
+        let from = self.status_literal();
         let cutoff = q.bind(ctx.now - Duration::minutes(self.minutes));
         q.push(&format!(
             "SELECT COUNT(*) FROM payments p WHERE {}",
