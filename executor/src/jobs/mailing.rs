@@ -65,7 +65,7 @@ impl Mailing<'_> {
         }
         let step = MailingChunk {
             mailing: self,
-            batch: ctx.batch_size(500)?,
+            batch: ctx.batch_size(super::ONE_STATEMENT_BATCH)?,
             remaining: AtomicU64::new(self.limit.unwrap_or(u64::MAX)),
             cursor: Cursor::default(),
         };

@@ -114,6 +114,15 @@ pub async fn returned_ids(
         .context(format!("reading ids after {what}"))
 }
 
+/// Default chunk of the jobs whose Postgres chunk is one statement (expiry, stale payments,
+/// mailings). A chunk's fixed cost (the commit's WAL flush, planning, the claim's first index
+/// probe, the progress event) is paid once per chunk; measured at 1M bookings against the
+/// one-statement floor: reminders (120k rows) 1.81x at 500 a chunk, 1.61x at 2,000, 1.29x at
+/// 5,000; abandoned payments (100k) 1.84x, 1.30x, 1.15x. Larger chunks hold their row locks
+/// longer (a 5,000-row expiry chunk takes about 0.3 s, and holds the events whose tickets it
+/// releases that long), and 10,000 is the most a run may ask for.
+pub const ONE_STATEMENT_BATCH: u64 = 5000;
+
 /// Postgres: runs a chunk written as one statement (data-modifying CTEs chaining the claim, the
 /// change, the ticket release and the outbox insert) whose final SELECT returns one row of
 /// `n` BIGINT figures; a NULL figure (`MAX(id)` of nothing) reads as 0. One round trip per
