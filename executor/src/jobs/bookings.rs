@@ -79,7 +79,7 @@ impl CancelExpiredChunk {
         let now = q.bind(ctx.now);
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
         let reason = q.bind(Self::reason());
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let mail = OutboxInsert {
             kind: "booking-cancelled",
@@ -144,7 +144,7 @@ impl ChunkStep for CancelExpiredChunk {
         let now = q.bind(ctx.now);
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
         let reason = q.bind(CancelExpiredChunk::reason());
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let rule = CancelExpiredBookings::expired_after(ctx.dialect, "b", &cutoff, Some(&after));
         // The rule is evaluated again by the UPDATE on the row it locks, so a booking confirmed
@@ -387,7 +387,7 @@ impl RefundChunk {
         txn: &DatabaseTransaction,
     ) -> Result<Vec<(i64, RefundRequest)>, TaskError> {
         let mut q = Sql::new(ctx.dialect);
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "SELECT b.id, b.total_amount, e.starts_at, b.refund_requested_at, b.cancelled_at, \
@@ -478,7 +478,7 @@ impl RefundChunk {
         let d = Dialect::Postgres;
         let mut q = Sql::new(d);
         let now = q.bind(ctx.now);
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let no_event = q.bind("The event of this booking no longer exists".to_owned());
         let unpaid = q.bind("No payment was received for this booking".to_owned());

@@ -95,7 +95,7 @@ impl MailingChunk<'_> {
         let mut q = Sql::new(d);
         let now = q.bind(ctx.now);
         let from = m.candidates(&mut q);
-        let limit = q.bind(limit as i64);
+        let limit = super::limit_literal(limit);
         let after = q.bind(self.cursor.after());
         let mail = OutboxInsert {
             kind: m.kind,
@@ -156,7 +156,7 @@ impl ChunkStep for MailingChunk<'_> {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let from = m.candidates(&mut q);
-        let limit = q.bind(limit as i64);
+        let limit = super::limit_literal(limit);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{picked}UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \

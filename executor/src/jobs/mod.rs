@@ -73,7 +73,7 @@ impl ChunkStep for DeleteChunk {
         let (table, a) = (self.table, self.alias);
         let mut q = crate::db::Sql::new(ctx.dialect);
         let cutoff = q.bind(ctx.now - self.retention);
-        let limit = q.bind(i64::try_from(self.batch).unwrap_or(i64::MAX));
+        let limit = limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{}DELETE FROM {table} WHERE id IN (SELECT id FROM picked) AND {} RETURNING id",
@@ -112,6 +112,18 @@ pub async fn returned_ids(
         .map(|r| crate::db::col::<i64>(r, 0))
         .collect::<Result<Vec<_>, _>>()
         .context(format!("reading ids after {what}"))
+}
+
+/// A chunk's `LIMIT`, written into the statement instead of bound. sqlx keeps every statement
+/// prepared, and after five executions Postgres may switch to a generic plan, made without the
+/// bound values: with the limit a parameter it guesses a tenth of the claim's rows and far fewer
+/// for the later CTEs (EXPLAIN of the abandoned-payment chunk: 3,597 claimed, 23 bookings
+/// cancelled, where a chunk of 5,000 cancels 5,000) and plans their joins for that. At 1M
+/// bookings that chunk took 0.45 s for five chunks and 2 s each from the sixth on (the job 23.5 s
+/// against a floor of 7.9 s; 10.8 s against 10.9 s with the limit in the text). Written into the
+/// text, the generic plan knows the claim's size. It is our own integer, never outside input.
+pub fn limit_literal(n: u64) -> String {
+    n.to_string()
 }
 
 /// Default chunk of the jobs whose Postgres chunk is one statement (expiry, stale payments,

@@ -165,7 +165,7 @@ impl StaleChunk<'_> {
         let from = rule.status_literal();
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let booking_reason = q.bind(rule.booking_reason.to_owned());
         let reason = match rule.failure_reason {
@@ -248,7 +248,7 @@ impl ChunkStep for StaleChunk<'_> {
         let from = rule.status_literal();
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let reason = match rule.failure_reason {
             Some(r) => format!(", failure_reason = {}", q.bind(r.to_owned())),
