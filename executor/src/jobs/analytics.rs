@@ -105,7 +105,8 @@ impl Task for GenerateDailyAnalytics {
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         let day = day_offset(ctx.tz, ctx.now, 0);
-        let (m, top) = futures::try_join!(metrics(ctx, &day), aggregates::top_events(ctx, &day, 5))?;
+        let (m, top) =
+            futures::try_join!(metrics(ctx, &day), aggregates::top_events(ctx, &day, 5))?;
         let mut body = m.body;
         if let Value::Object(map) = &mut body {
             map.insert("top_events".into(), json!(top));
