@@ -29,13 +29,21 @@ impl OutboxInsert<'_> {
     /// Appends the statement to `q`; `queued_at` is bound as created_at and next_attempt_at.
     /// The payload also names `tz`, the job's timezone, in which the e-mail shows its times.
     pub fn push_to(&self, q: &mut Sql, queued_at: DateTime<Utc>, tz: chrono_tz::Tz) {
+        let text = self.text(q, queued_at, tz);
+        q.push(&text);
+    }
+
+    /// The statement as text, its values bound into `q` but the text not pushed: for a
+    /// data-modifying CTE (`m AS (<text> RETURNING 1)`) that queues the e-mails of a chunk in the
+    /// same Postgres statement as the change causing them.
+    pub fn text(&self, q: &mut Sql, queued_at: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
         let at = q.bind(queued_at);
         let kind = q.bind(self.kind.to_owned());
         let trace = q.bind(current_traceparent());
         let mut fields = self.payload.clone();
         fields.push(("timezone", q.bind(tz.name().to_owned())));
         let payload = q.dialect().json_object(&fields);
-        q.push(&format!(
+        format!(
             "INSERT INTO email_outbox (dedupe_key, kind, recipient, subject, payload, status, \
              attempts, next_attempt_at, created_at, trace_parent) \
              SELECT {dedupe}, {kind}, {recipient}, {subject}, {payload}, 'pending', 0, {at}, {at}, \
@@ -44,7 +52,7 @@ impl OutboxInsert<'_> {
             recipient = self.recipient,
             subject = self.subject,
             from_where = self.from_where,
-        ));
+        )
     }
 }
 

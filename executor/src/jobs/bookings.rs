@@ -4,10 +4,12 @@ use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
 use super::aggregates::{self, count};
-use super::inventory::{id_list, release_tickets, released_rows};
+use super::inventory::{id_list, release_cte, release_tickets, released_rows, released_tickets};
 use super::mailing::Mailing;
 use super::window::{day_offset, last_seven_days};
-use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, returned_ids, run_chunks, zero};
+use super::{
+    ChunkDone, ChunkStep, Cursor, DeleteChunk, chunk_figures, returned_ids, run_chunks, zero,
+};
 use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{
@@ -33,9 +35,21 @@ pub struct CancelExpiredBookings;
 impl CancelExpiredBookings {
     /// The rule over the bookings row `b`; `cutoff` is the placeholder of `now - hold`.
     fn expired(d: Dialect, b: &str, cutoff: &str) -> String {
+        Self::expired_after(d, b, cutoff, None)
+    }
+
+    /// The rule for a claim of the bookings after the id `after` (a placeholder). The bound is
+    /// repeated on `p.booking_id`, which the planner does not derive from `b.id > after`:
+    /// without it Postgres answers the NOT EXISTS with a merge anti join that reads the
+    /// payments index from the first booking on, every chunk (measured at 1M bookings: 470 ms
+    /// a chunk near the middle, 1 ms with the bound).
+    fn expired_after(d: Dialect, b: &str, cutoff: &str, after: Option<&str>) -> String {
+        let bound = after
+            .map(|a| format!(" AND p.booking_id > {a}"))
+            .unwrap_or_default();
         format!(
             "{b}.status = 'pending' AND {} \
-             AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.booking_id = {b}.id \
+             AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.booking_id = {b}.id{bound} \
                              AND p.status = 'success')",
             d.cmp(&format!("{b}.created_at"), "<", cutoff)
         )
@@ -47,6 +61,75 @@ struct CancelExpiredChunk {
     cursor: Cursor,
 }
 
+impl CancelExpiredChunk {
+    fn reason() -> String {
+        format!("Booking expired: no successful payment within {BOOKING_HOLD_MINUTES} minutes")
+    }
+
+    /// The whole chunk as one statement: claim, cancel (re-checking the rule on each locked
+    /// row), release the tickets of exactly the rows cancelled, queue their e-mails. The e-mail
+    /// reads the cancelled rows from the UPDATE's RETURNING, i.e. their new status and reason.
+    async fn apply_postgres(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let d = Dialect::Postgres;
+        let mut q = Sql::new(d);
+        let now = q.bind(ctx.now);
+        let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
+        let reason = q.bind(Self::reason());
+        let limit = super::limit_literal(self.batch);
+        let after = q.bind(self.cursor.after());
+        let mail = OutboxInsert {
+            kind: "booking-cancelled",
+            dedupe_key: "'booking-cancelled:' || b.id".into(),
+            recipient: "u.email".into(),
+            subject: "'Your booking for ' || COALESCE(e.title, 'your event') || ' was cancelled'"
+                .into(),
+            payload: booking_payload(),
+            from_where: "FROM c b JOIN users u ON u.id = b.user_id \
+                         LEFT JOIN events e ON e.id = b.event_id WHERE TRUE"
+                .into(),
+        }
+        .text(&mut q, chrono::Utc::now(), ctx.tz);
+        q.push(&format!(
+            "{picked}, c AS (UPDATE bookings SET status = 'cancelled', cancelled_at = {now}, \
+             cancellation_reason = {reason} \
+             WHERE id IN (SELECT id FROM picked) AND {recheck} RETURNING *), \
+             {release}, m AS ({mail} RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM c), (SELECT MAX(id) FROM c), {tickets}, \
+             (SELECT COUNT(*) FROM m)",
+            picked = d.picked(
+                &format!(
+                    "SELECT b.id FROM bookings b WHERE {} AND b.id > {after} \
+                     ORDER BY b.id LIMIT {limit}",
+                    CancelExpiredBookings::expired_after(d, "b", &cutoff, Some(&after))
+                ),
+                "b"
+            ),
+            recheck = CancelExpiredBookings::expired(d, "bookings", &cutoff),
+            release = release_cte("c"),
+            tickets = released_tickets("c"),
+        ));
+        let f = chunk_figures(q, txn, 4, "cancelling expired bookings").await?;
+        let (cancelled, last, tickets, emails) = (f[0] as u64, f[1], f[2] as u64, f[3] as u64);
+        if cancelled == 0 {
+            return Ok(ChunkDone::default());
+        }
+        self.cursor.advance([last]);
+        Ok(ChunkDone {
+            handled: cancelled,
+            counts: vec![
+                ("cancelled", cancelled),
+                ("tickets_released", tickets),
+                ("emails_queued", emails),
+            ],
+            mail_queued: emails > 0,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkStep for CancelExpiredChunk {
     async fn apply(
@@ -54,15 +137,16 @@ impl ChunkStep for CancelExpiredChunk {
         ctx: &TaskContext,
         txn: &DatabaseTransaction,
     ) -> Result<ChunkDone, TaskError> {
+        if ctx.dialect == Dialect::Postgres {
+            return self.apply_postgres(ctx, txn).await;
+        }
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
-        let reason = q.bind(format!(
-            "Booking expired: no successful payment within {BOOKING_HOLD_MINUTES} minutes"
-        ));
-        let limit = q.bind(self.batch as i64);
+        let reason = q.bind(CancelExpiredChunk::reason());
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
-        let rule = CancelExpiredBookings::expired(ctx.dialect, "b", &cutoff);
+        let rule = CancelExpiredBookings::expired_after(ctx.dialect, "b", &cutoff, Some(&after));
         // The rule is evaluated again by the UPDATE on the row it locks, so a booking confirmed
         // (or paid) by another connection after the sub-select is left alone.
         q.push(&format!(
@@ -135,7 +219,7 @@ impl Task for CancelExpiredBookings {
 
     async fn run(&self, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
         zero(ctx, &["cancelled", "tickets_released", "emails_queued"]);
-        let batch = ctx.batch_size(500)?;
+        let batch = ctx.batch_size(super::ONE_STATEMENT_BATCH)?;
         let mut q = Sql::new(ctx.dialect);
         let cutoff = q.bind(ctx.now - Duration::minutes(BOOKING_HOLD_MINUTES));
         q.push(&format!(
@@ -303,7 +387,7 @@ impl RefundChunk {
         txn: &DatabaseTransaction,
     ) -> Result<Vec<(i64, RefundRequest)>, TaskError> {
         let mut q = Sql::new(ctx.dialect);
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "SELECT b.id, b.total_amount, e.starts_at, b.refund_requested_at, b.cancelled_at, \
@@ -379,6 +463,152 @@ impl RefundChunk {
     }
 }
 
+impl RefundChunk {
+    /// The whole chunk as one Postgres statement: claim the requests, decide them (the policy of
+    /// [`refund_decision`], written in SQL over what the claim read), record the decisions
+    /// (re-checking that each request is still open), take the refunds from the payments oldest
+    /// first ([`allocate_refund`] as a running sum), and queue one e-mail per booking decided.
+    /// Only the figures come back. The SQLite path keeps the decision in Rust; the rule tests run
+    /// both against the same cases, every branch of the policy included.
+    async fn apply_postgres(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let d = Dialect::Postgres;
+        let mut q = Sql::new(d);
+        let now = q.bind(ctx.now);
+        let limit = super::limit_literal(self.batch);
+        let after = q.bind(self.cursor.after());
+        let no_event = q.bind("The event of this booking no longer exists".to_owned());
+        let unpaid = q.bind("No payment was received for this booking".to_owned());
+        let started = q.bind("Refunds are not available once the event has started".to_owned());
+        let paid_out = q.bind("The refund due for this booking was already paid out".to_owned());
+        let mut mails = Vec::new();
+        for (kind, subject, denied) in [
+            ("refund-approved", "Your refund has been approved", "FALSE"),
+            ("refund-denied", "About your refund request", "TRUE"),
+        ] {
+            let mut payload = booking_payload();
+            payload.push(("refund_amount", "b.refund_amount".into()));
+            payload.push(("refund_denial_reason", "b.refund_denial_reason".into()));
+            payload.push(("refund_policy", "b.policy".into()));
+            let subject = q.bind(subject.to_owned());
+            mails.push(
+                OutboxInsert {
+                    kind,
+                    dedupe_key: "'refund:' || b.id".into(),
+                    recipient: "u.email".into(),
+                    subject,
+                    payload,
+                    from_where: format!(
+                        "FROM c b JOIN users u ON u.id = b.user_id \
+                         LEFT JOIN events e ON e.id = b.event_id WHERE b.refund_denied = {denied}"
+                    ),
+                }
+                .text(&mut q, Utc::now(), ctx.tz),
+            );
+        }
+        // `k`: the decision per request. `entitled` is NULL where the policy denies outright;
+        // `due` subtracts what was already refunded. A booking is `refunded` once everything
+        // received has gone back.
+        q.push(&format!(
+            "{picked}, \
+             r AS (SELECT k.id, k.total_amount, e.starts_at, \
+                   COALESCE(k.refund_requested_at, k.cancelled_at, {now}) AS requested_at, \
+                   COALESCE(e.status = 'cancelled', FALSE) AS event_cancelled, \
+                   LEAST(k.total_amount, COALESCE(pp.paid, 0)) AS received, \
+                   COALESCE(pp.refunded, 0) AS already_raw, \
+                   GREATEST(COALESCE(pp.refunded, 0), 0) AS already \
+                   FROM picked k LEFT JOIN events e ON e.id = k.event_id \
+                   LEFT JOIN LATERAL (SELECT CAST(SUM(p.amount) AS BIGINT) AS paid, \
+                     CAST(SUM({REFUNDED_PART}) AS BIGINT) AS refunded \
+                     FROM payments p WHERE p.booking_id = k.id \
+                     AND p.status IN ('success', 'refunded')) pp ON TRUE), \
+             e1 AS (SELECT r.*, CASE WHEN starts_at IS NULL OR received <= 0 THEN NULL \
+                   WHEN event_cancelled THEN 'event_cancelled' \
+                   WHEN starts_at - requested_at >= INTERVAL '24 hours' THEN 'full' \
+                   WHEN starts_at - requested_at > INTERVAL '0' THEN 'partial' END AS granted \
+                   FROM r), \
+             e2 AS (SELECT e1.*, CASE WHEN granted = 'partial' THEN received / 2 \
+                   WHEN granted IS NOT NULL THEN received END - already AS due FROM e1), \
+             k AS (SELECT id, received, already_raw, \
+                   CASE WHEN due > 0 THEN granted ELSE 'denied' END AS policy, \
+                   CASE WHEN due > 0 THEN due ELSE 0 END AS amount, \
+                   CASE WHEN starts_at IS NULL THEN {no_event} WHEN received <= 0 THEN {unpaid} \
+                   WHEN granted IS NULL THEN {started} WHEN due <= 0 THEN {paid_out} END AS reason \
+                   FROM e2), \
+             c AS (UPDATE bookings b SET refund_processed = TRUE, refund_processed_at = {now}, \
+                   refund_amount = k.amount, refund_denied = (k.policy = 'denied'), \
+                   refund_denial_reason = k.reason, \
+                   status = CASE WHEN k.amount > 0 AND k.already_raw + k.amount >= k.received \
+                     THEN 'refunded' ELSE 'cancelled' END \
+                   FROM k WHERE b.id = k.id AND b.status = 'cancelled' \
+                   AND b.refund_requested = TRUE AND b.refund_processed = FALSE \
+                   RETURNING b.*, k.policy), \
+             held AS (SELECT p.id, c.refund_amount AS amount, p.amount - p.refunded_amount AS held, \
+                   CAST(SUM(p.amount - p.refunded_amount) \
+                     OVER (PARTITION BY p.booking_id ORDER BY p.id) AS BIGINT) \
+                     - (p.amount - p.refunded_amount) AS before \
+                   FROM c JOIN payments p ON p.booking_id = c.id \
+                   WHERE c.refund_amount > 0 AND p.status = 'success' \
+                   AND p.refunded_amount < p.amount), \
+             parts AS (SELECT id, LEAST(held, GREATEST(amount - before, 0)) AS part FROM held), \
+             pu AS (UPDATE payments p SET refunded_amount = p.refunded_amount + parts.part, \
+                   status = CASE WHEN p.refunded_amount + parts.part >= p.amount THEN 'refunded' \
+                     ELSE p.status END, refunded_at = {now} \
+                   FROM parts WHERE p.id = parts.id AND parts.part > 0 AND p.status = 'success' \
+                   AND p.refunded_amount + parts.part <= p.amount RETURNING p.id), \
+             m1 AS ({approved} RETURNING 1), m2 AS ({denied} RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM picked), (SELECT MAX(id) FROM picked), \
+             (SELECT COUNT(*) FROM c), \
+             (SELECT COUNT(*) FROM c WHERE policy IN ('full', 'event_cancelled')), \
+             (SELECT COUNT(*) FROM c WHERE policy = 'partial'), \
+             (SELECT COUNT(*) FROM c WHERE policy = 'event_cancelled'), \
+             (SELECT CAST(COALESCE(SUM(refund_amount), 0) AS BIGINT) FROM c), \
+             (SELECT COUNT(*) FROM m1) + (SELECT COUNT(*) FROM m2)",
+            picked = d.picked(
+                &format!(
+                    "SELECT b.id, b.event_id, b.total_amount, b.refund_requested_at, \
+                     b.cancelled_at FROM bookings b \
+                     WHERE {REFUND_REQUESTED} AND b.id > {after} ORDER BY b.id LIMIT {limit}"
+                ),
+                "b"
+            ),
+            approved = mails[0],
+            denied = mails[1],
+        ));
+        let f = chunk_figures(q, txn, 8, "processing refund requests").await?;
+        let (picked, last, processed) = (f[0] as u64, f[1], f[2] as u64);
+        if picked == 0 {
+            return Ok(ChunkDone::default());
+        }
+        self.cursor.advance([last]);
+        if processed == 0 {
+            // Decided meanwhile by someone else: nothing to do, but the walk goes on.
+            return Ok(ChunkDone {
+                handled: picked,
+                ..ChunkDone::default()
+            });
+        }
+        let (full, partial, event_cancelled) = (f[3] as u64, f[4] as u64, f[5] as u64);
+        let emails = f[7] as u64;
+        Ok(ChunkDone {
+            handled: processed,
+            counts: vec![
+                ("processed", processed),
+                ("refunded_full", full),
+                ("refunded_partial", partial),
+                ("refunded_event_cancelled", event_cancelled),
+                ("denied", processed - full - partial),
+                ("refunded_minor_units", f[6].max(0) as u64),
+                ("emails_queued", emails),
+            ],
+            mail_queued: emails > 0,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkStep for RefundChunk {
     async fn apply(
@@ -386,6 +616,9 @@ impl ChunkStep for RefundChunk {
         ctx: &TaskContext,
         txn: &DatabaseTransaction,
     ) -> Result<ChunkDone, TaskError> {
+        if ctx.dialect == Dialect::Postgres {
+            return self.apply_postgres(ctx, txn).await;
+        }
         let requests = self.requests(ctx, txn).await?;
         let picked = requests.len() as u64;
         if picked == 0 {
@@ -590,7 +823,11 @@ impl Task for ProcessRefundRequests {
             "SELECT COUNT(*) FROM bookings b WHERE {REFUND_REQUESTED}"
         ));
         let total = count(q, ctx, "counting refund requests").await?;
-        let batch = ctx.batch_size(200)?;
+        // Smaller than the other one-statement jobs: the SQLite path binds five values per
+        // request into one UPDATE, and 2,000 keeps that far below SQLite's limit of bound
+        // values. Measured on Postgres at 1M bookings (100k requests): 15.1 s at 200 a chunk,
+        // 9.4 s at 2,000, 8.9 s at 5,000, against 10-11 s for the one-statement floor.
+        let batch = ctx.batch_size(2000)?;
         let step = RefundChunk {
             batch,
             cursor: Cursor::default(),

@@ -47,7 +47,7 @@ impl ChunkStep for CacheChunk {
     ) -> Result<ChunkDone, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let d = ctx.dialect;
         q.push(&format!(
             "{}DELETE FROM cache_entries WHERE key IN (SELECT key FROM picked) \

@@ -68,7 +68,7 @@ impl ChunkStep for ArchiveChunk {
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let (cutoff, start_cutoff) = archive_cutoffs(&mut q, ctx.now);
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{}UPDATE events SET archived = TRUE, archived_at = {now} \

@@ -90,6 +90,25 @@ pub async fn release_tickets(
     Ok(per_event.values().map(|n| *n as u64).sum())
 }
 
+/// Postgres: the CTE `r` that gives the tickets of the bookings the CTE `source` just moved out
+/// of pending (it must return `event_id` and `quantity`) back to their events, in the same
+/// statement, so only bookings the UPDATE actually moved release anything. The same per-event
+/// sums as [`release_tickets`] (negative quantities release nothing).
+pub fn release_cte(source: &str) -> String {
+    format!(
+        "r AS (UPDATE events ev SET available_tickets = ev.available_tickets + s.n \
+         FROM (SELECT event_id, SUM(quantity) AS n FROM {source} WHERE quantity > 0 \
+               GROUP BY event_id) s \
+         WHERE ev.id = s.event_id RETURNING ev.id)"
+    )
+}
+
+/// The tickets [`release_cte`] gives back, as a BIGINT sub-select (counted as
+/// [`release_tickets`] counts them).
+pub fn released_tickets(source: &str) -> String {
+    format!("(SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM {source} WHERE quantity > 0)")
+}
+
 /// `ids` as a list of SQL-safe integer literals, for sub-statements of one chunk.
 pub fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
     let list: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();

@@ -6,8 +6,8 @@ use sea_orm::DatabaseTransaction;
 
 use super::aggregates::count;
 use super::inventory::id_list;
-use super::{ChunkDone, ChunkStep, Cursor, run_chunks, zero};
-use crate::db::{Sql, col};
+use super::{ChunkDone, ChunkStep, Cursor, chunk_figures, run_chunks, zero};
+use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{DbContext, TaskContext, TaskError};
 
@@ -65,7 +65,7 @@ impl Mailing<'_> {
         }
         let step = MailingChunk {
             mailing: self,
-            batch: ctx.batch_size(500)?,
+            batch: ctx.batch_size(super::ONE_STATEMENT_BATCH)?,
             remaining: AtomicU64::new(self.limit.unwrap_or(u64::MAX)),
             cursor: Cursor::default(),
         };
@@ -80,6 +80,64 @@ struct MailingChunk<'a> {
     cursor: Cursor,
 }
 
+impl MailingChunk<'_> {
+    /// The whole chunk as one statement: claim, set the flag (re-checking the row's rule on the
+    /// locked row) and queue the e-mails of exactly the rows flagged, read from the UPDATE's
+    /// RETURNING (their values after the change).
+    async fn apply_postgres(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+        limit: u64,
+    ) -> Result<ChunkDone, TaskError> {
+        let m = self.mailing;
+        let d = Dialect::Postgres;
+        let mut q = Sql::new(d);
+        let now = q.bind(ctx.now);
+        let from = m.candidates(&mut q);
+        let limit = super::limit_literal(limit);
+        let after = q.bind(self.cursor.after());
+        let mail = OutboxInsert {
+            kind: m.kind,
+            dedupe_key: format!("'{}:' || {}.id", m.dedupe_prefix, m.alias),
+            recipient: m.recipient.to_owned(),
+            subject: m.subject.clone(),
+            payload: m.payload.clone(),
+            from_where: format!("FROM c {} {} WHERE TRUE", m.alias, m.joins),
+        }
+        .text(&mut q, chrono::Utc::now(), ctx.tz);
+        q.push(&format!(
+            "{picked}, c AS (UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \
+             WHERE id IN (SELECT id FROM picked) AND {flag} = FALSE AND {recheck} RETURNING *), \
+             m AS ({mail} RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM c), (SELECT MAX(id) FROM c), (SELECT COUNT(*) FROM m)",
+            picked = d.picked(
+                &format!(
+                    "SELECT {a}.id {from} AND {a}.id > {after} ORDER BY {a}.id LIMIT {limit}",
+                    a = m.alias
+                ),
+                m.alias
+            ),
+            table = m.table,
+            flag = m.flag,
+            flag_at = m.flag_at,
+            recheck = m.row_rule(m.table),
+        ));
+        let f = chunk_figures(q, txn, 3, &format!("flagging rows for {} e-mails", m.kind)).await?;
+        let (flagged, last, emails) = (f[0] as u64, f[1], f[2] as u64);
+        if flagged == 0 {
+            return Ok(ChunkDone::default());
+        }
+        self.remaining.fetch_sub(flagged, Ordering::Relaxed);
+        self.cursor.advance([last]);
+        Ok(ChunkDone {
+            handled: flagged,
+            counts: vec![(m.counted_as, flagged), ("emails_queued", emails)],
+            mail_queued: emails > 0,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkStep for MailingChunk<'_> {
     async fn apply(
@@ -92,10 +150,13 @@ impl ChunkStep for MailingChunk<'_> {
         if limit == 0 {
             return Ok(ChunkDone::default());
         }
+        if ctx.dialect == Dialect::Postgres {
+            return self.apply_postgres(ctx, txn, limit).await;
+        }
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
         let from = m.candidates(&mut q);
-        let limit = q.bind(limit as i64);
+        let limit = super::limit_literal(limit);
         let after = q.bind(self.cursor.after());
         q.push(&format!(
             "{picked}UPDATE {table} SET {flag} = TRUE, {flag_at} = {now} \

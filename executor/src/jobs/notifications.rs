@@ -72,7 +72,7 @@ impl ChunkStep for UserCampaign<'_> {
     ) -> Result<ChunkDone, TaskError> {
         let mut q = Sql::new(ctx.dialect);
         let after = q.bind(self.last_id.load(Ordering::Relaxed));
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let rule = (self.rule)(&mut q);
         q.push(&format!(
             "SELECT u.id FROM users u WHERE u.id > {after} AND {rule} ORDER BY u.id LIMIT {limit}"

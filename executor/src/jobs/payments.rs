@@ -7,9 +7,13 @@ use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
 use super::aggregates::count;
-use super::inventory::{cancel_pending_bookings, id_list, release_tickets};
+use super::inventory::{
+    cancel_pending_bookings, id_list, release_cte, release_tickets, released_tickets,
+};
 use super::window::day_offset;
-use super::{ChunkDone, ChunkStep, Cursor, DeleteChunk, aggregates, run_chunks, zero};
+use super::{
+    ChunkDone, ChunkStep, Cursor, DeleteChunk, aggregates, chunk_figures, run_chunks, zero,
+};
 use crate::db::{Dialect, Sql, col};
 use crate::outbox::OutboxInsert;
 use crate::tasks::{
@@ -71,6 +75,61 @@ impl StalePayments {
         counted_as: "failed",
     };
 
+    /// The e-mail of each payment of `from_where` (aliases `p` payments, `b` its booking, `e`,
+    /// `u`), bound into `q`, as statement text. `released` tells a booking this chunk cancelled,
+    /// `booking_status` is its status after the chunk.
+    fn mail(
+        &self,
+        q: &mut Sql,
+        released: &str,
+        booking_status: &str,
+        from_where: &str,
+        tz: chrono_tz::Tz,
+    ) -> String {
+        // What happened to each booking, so the e-mail says it: released by this chunk, or
+        // already paid by another payment (it stands), or cancelled before.
+        let outcome = format!(
+            "CASE WHEN b.id IS NULL THEN 'none' WHEN {released} THEN 'released' \
+             WHEN b.status IN ('cancelled', 'refunded') THEN 'already_cancelled' \
+             WHEN b.status = 'confirmed' OR EXISTS (SELECT 1 FROM payments s \
+                  WHERE s.booking_id = b.id AND s.status IN ('success', 'refunded')) \
+             THEN 'stands' ELSE 'unchanged' END"
+        );
+        let subject = q.bind(self.subject.to_owned());
+        let stands_subject = q.bind(self.stands_subject.to_owned());
+        OutboxInsert {
+            kind: self.mail_kind,
+            dedupe_key: format!("'{}:' || p.id", self.mail_kind),
+            recipient: "u.email".into(),
+            subject: format!(
+                "CASE {outcome} WHEN 'stands' THEN {stands_subject} ELSE {subject} END"
+            ),
+            payload: vec![
+                ("payment_id", "p.id".into()),
+                ("booking_id", "p.booking_id".into()),
+                ("first_name", "u.first_name".into()),
+                ("last_name", "u.last_name".into()),
+                ("amount", "p.amount".into()),
+                ("currency", "p.currency".into()),
+                ("failure_reason", "p.failure_reason".into()),
+                ("event_title", "e.title".into()),
+                ("starts_at", "e.starts_at".into()),
+                ("quantity", "b.quantity".into()),
+                ("booking_status", booking_status.into()),
+                ("booking_outcome", outcome.clone()),
+            ],
+            from_where: from_where.to_owned(),
+        }
+        .text(q, chrono::Utc::now(), tz)
+    }
+
+    /// `from_status` as an SQL literal, not a bound value: Postgres matches a claim to the
+    /// partial index of stale payments (`ix_payments_stale_id`) only when the query names the
+    /// status itself. It is one of this file's constants, never outside input.
+    fn status_literal(&self) -> String {
+        format!("'{}'", self.from_status)
+    }
+
     fn stale(&self, d: Dialect, p: &str, status: &str, cutoff: &str) -> String {
         format!(
             "{p}.status = {status} AND {}",
@@ -85,6 +144,94 @@ struct StaleChunk<'a> {
     cursor: Cursor,
 }
 
+impl StaleChunk<'_> {
+    /// The whole chunk as one statement: claim the stale payments, change them (re-checking the
+    /// rule on each locked row), cancel their still-pending unpaid bookings, release the tickets
+    /// of exactly those, and queue one e-mail per payment changed. The e-mail reads the payments
+    /// from their UPDATE's RETURNING (new status, failure reason) and a booking's status after
+    /// the chunk as `COALESCE(c.status, b.status)`, since the other CTEs see the statement's
+    /// snapshot. The payments this chunk changed were `pending`/`processing` in that snapshot
+    /// and stay out of `success`/`refunded`, so the snapshot answers "paid by another payment"
+    /// as the later statements of the multi-statement chunk do.
+    async fn apply_postgres(
+        &self,
+        ctx: &TaskContext,
+        txn: &DatabaseTransaction,
+    ) -> Result<ChunkDone, TaskError> {
+        let rule = self.rule;
+        let d = Dialect::Postgres;
+        let mut q = Sql::new(d);
+        let now = q.bind(ctx.now);
+        let from = rule.status_literal();
+        let to = q.bind(rule.to_status.to_owned());
+        let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
+        let limit = super::limit_literal(self.batch);
+        let after = q.bind(self.cursor.after());
+        let booking_reason = q.bind(rule.booking_reason.to_owned());
+        let reason = match rule.failure_reason {
+            Some(r) => format!(", failure_reason = {}", q.bind(r.to_owned())),
+            None => String::new(),
+        };
+        let mail = rule.mail(
+            &mut q,
+            "c.id IS NOT NULL",
+            "COALESCE(c.status, b.status)",
+            "FROM sp p LEFT JOIN bookings b ON b.id = p.booking_id \
+             LEFT JOIN c ON c.id = p.booking_id LEFT JOIN events e ON e.id = b.event_id \
+             JOIN users u ON u.id = COALESCE(b.user_id, p.user_id) WHERE TRUE",
+            ctx.tz,
+        );
+        q.push(&format!(
+            "{picked}, sp AS (UPDATE payments SET status = {to}, {at} = {now}{reason} \
+             WHERE id IN (SELECT id FROM picked) AND {recheck} RETURNING *), \
+             c AS (UPDATE bookings SET status = 'cancelled', cancelled_at = {now}, \
+             cancellation_reason = {booking_reason} \
+             WHERE id IN (SELECT booking_id FROM sp) AND status = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM payments x WHERE x.booking_id = bookings.id \
+                             AND x.status = 'success') \
+             RETURNING id, event_id, quantity, status), \
+             {release}, m AS ({mail} RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM sp), (SELECT MAX(id) FROM sp), \
+             (SELECT COUNT(*) FROM c), {tickets}, (SELECT COUNT(*) FROM m)",
+            at = rule.at_column,
+            picked = d.picked(
+                &format!(
+                    "SELECT p.id FROM payments p WHERE {} AND p.id > {after} \
+                     ORDER BY p.id LIMIT {limit}",
+                    rule.stale(d, "p", &from, &cutoff)
+                ),
+                "p"
+            ),
+            recheck = rule.stale(d, "payments", &from, &cutoff),
+            release = release_cte("c"),
+            tickets = released_tickets("c"),
+        ));
+        let f = chunk_figures(
+            q,
+            txn,
+            5,
+            &format!("marking stale payments {}", rule.to_status),
+        )
+        .await?;
+        let (changed, last, cancelled, tickets, emails) =
+            (f[0] as u64, f[1], f[2] as u64, f[3] as u64, f[4] as u64);
+        if changed == 0 {
+            return Ok(ChunkDone::default());
+        }
+        self.cursor.advance([last]);
+        Ok(ChunkDone {
+            handled: changed,
+            counts: vec![
+                (rule.counted_as, changed),
+                ("bookings_cancelled", cancelled),
+                ("tickets_released", tickets),
+                ("emails_queued", emails),
+            ],
+            mail_queued: emails > 0,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl ChunkStep for StaleChunk<'_> {
     async fn apply(
@@ -92,13 +239,16 @@ impl ChunkStep for StaleChunk<'_> {
         ctx: &TaskContext,
         txn: &DatabaseTransaction,
     ) -> Result<ChunkDone, TaskError> {
+        if ctx.dialect == Dialect::Postgres {
+            return self.apply_postgres(ctx, txn).await;
+        }
         let rule = self.rule;
         let mut q = Sql::new(ctx.dialect);
         let now = q.bind(ctx.now);
-        let from = q.bind(rule.from_status.to_owned());
+        let from = rule.status_literal();
         let to = q.bind(rule.to_status.to_owned());
         let cutoff = q.bind(ctx.now - Duration::minutes(rule.minutes));
-        let limit = q.bind(self.batch as i64);
+        let limit = super::limit_literal(self.batch);
         let after = q.bind(self.cursor.after());
         let reason = match rule.failure_reason {
             Some(r) => format!(", failure_reason = {}", q.bind(r.to_owned())),
@@ -142,49 +292,24 @@ impl ChunkStep for StaleChunk<'_> {
             .await
             .context("releasing tickets of stale payments")?;
 
-        // What happened to each booking, so the e-mail says it: released by this chunk, or
-        // already paid by another payment (it stands), or cancelled before.
-        let outcome = format!(
-            "CASE WHEN b.id IS NULL THEN 'none' WHEN b.id IN ({released}) THEN 'released' \
-             WHEN b.status IN ('cancelled', 'refunded') THEN 'already_cancelled' \
-             WHEN b.status = 'confirmed' OR EXISTS (SELECT 1 FROM payments s \
-                  WHERE s.booking_id = b.id AND s.status IN ('success', 'refunded')) \
-             THEN 'stands' ELSE 'unchanged' END",
-            released = id_list(released.iter().map(|r| r.booking_id)),
-        );
         let mut mail = Sql::new(ctx.dialect);
-        let subject = mail.bind(rule.subject.to_owned());
-        let stands_subject = mail.bind(rule.stands_subject.to_owned());
-        OutboxInsert {
-            kind: rule.mail_kind,
-            dedupe_key: format!("'{}:' || p.id", rule.mail_kind),
-            recipient: "u.email".into(),
-            subject: format!(
-                "CASE {outcome} WHEN 'stands' THEN {stands_subject} ELSE {subject} END"
+        let text = rule.mail(
+            &mut mail,
+            &format!(
+                "b.id IN ({})",
+                id_list(released.iter().map(|r| r.booking_id))
             ),
-            payload: vec![
-                ("payment_id", "p.id".into()),
-                ("booking_id", "p.booking_id".into()),
-                ("first_name", "u.first_name".into()),
-                ("last_name", "u.last_name".into()),
-                ("amount", "p.amount".into()),
-                ("currency", "p.currency".into()),
-                ("failure_reason", "p.failure_reason".into()),
-                ("event_title", "e.title".into()),
-                ("starts_at", "e.starts_at".into()),
-                ("quantity", "b.quantity".into()),
-                ("booking_status", "b.status".into()),
-                ("booking_outcome", outcome.clone()),
-            ],
+            "b.status",
             // The e-mail goes to the booking's customer (whoever made this payment attempt).
-            from_where: format!(
+            &format!(
                 "FROM payments p LEFT JOIN bookings b ON b.id = p.booking_id \
                  LEFT JOIN events e ON e.id = b.event_id \
                  JOIN users u ON u.id = COALESCE(b.user_id, p.user_id) WHERE p.id IN ({})",
                 id_list(payment_ids.iter().copied())
             ),
-        }
-        .push_to(&mut mail, chrono::Utc::now(), ctx.tz);
+            ctx.tz,
+        );
+        mail.push(&text);
         let emails = mail
             .execute(txn)
             .await
@@ -223,9 +348,9 @@ impl Task for StalePayments {
                 "emails_queued",
             ],
         );
-        let batch = ctx.batch_size(500)?;
+        let batch = ctx.batch_size(super::ONE_STATEMENT_BATCH)?;
         let mut q = Sql::new(ctx.dialect);
-        let from = q.bind(self.from_status.to_owned());
+        let from = self.status_literal();
         let cutoff = q.bind(ctx.now - Duration::minutes(self.minutes));
         q.push(&format!(
             "SELECT COUNT(*) FROM payments p WHERE {}",
