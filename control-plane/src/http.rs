@@ -159,8 +159,9 @@ pub async fn serve(
     Ok(())
 }
 
-fn error_response(status: &tonic::Status) -> Response {
-    let code = match status.code() {
+/// The HTTP status for an API error: one mapping for the REST endpoints and the dashboard.
+pub fn http_status(status: &tonic::Status) -> StatusCode {
+    match status.code() {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
         Code::FailedPrecondition => StatusCode::CONFLICT,
@@ -169,9 +170,12 @@ fn error_response(status: &tonic::Status) -> Response {
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    }
+}
+
+fn error_response(status: &tonic::Status) -> Response {
     (
-        code,
+        http_status(status),
         Json(json!({ "error": status.message(), "code": format!("{:?}", status.code()) })),
     )
         .into_response()

@@ -139,20 +139,6 @@ fn with_cookie(mut resp: Response, cookie: Option<String>) -> Response {
     resp
 }
 
-/// The HTTP status for an API error.
-fn http_code(status: &Status) -> StatusCode {
-    match status.code() {
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::InvalidArgument => StatusCode::BAD_REQUEST,
-        Code::FailedPrecondition => StatusCode::CONFLICT,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 /// The session of a page request: the cookie's, an anonymous one on an open API (handed out
 /// with the response), or a redirect to the sign-in page.
 type Gate = Result<(Session, Option<String>), Box<Response>>;
@@ -214,7 +200,7 @@ impl Dashboard {
         let resp = match body {
             Ok(body) => html_page(StatusCode::OK, headers, title, nav, Some(&session), &body),
             Err(status) => html_page(
-                http_code(&status),
+                crate::http::http_status(&status),
                 headers,
                 "Not possible",
                 nav,
@@ -432,7 +418,11 @@ async fn run_events(
         .await
     {
         Ok(stream) => live::sse(stream.into_inner()).into_response(),
-        Err(status) => (http_code(&status), status.message().to_owned()).into_response(),
+        Err(status) => (
+            crate::http::http_status(&status),
+            status.message().to_owned(),
+        )
+            .into_response(),
     }
 }
 
@@ -696,7 +686,7 @@ fn after_action(
     match result {
         Ok(to) => Redirect::to(&to).into_response(),
         Err(status) => html_page(
-            http_code(&status),
+            crate::http::http_status(&status),
             headers,
             "Not possible",
             Nav::None,
