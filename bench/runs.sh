@@ -8,6 +8,7 @@
 #   TICKETMAX_BENCH_DATABASE_URL=postgres://user@host:5432/postgres bench/runs.sh
 #   BENCH_BIN_DIR=/path/to/other/release bench/runs.sh   # measure other binaries (before/after)
 #   BENCH_SKIP_BUILD=1 bench/runs.sh                      # use the release binaries as built
+#   BENCH_RUST_LOG=info BENCH_KEEP=1 bench/runs.sh         # log level of both processes; keep their logs
 #
 # The floor: pgbench with 8 clients running an INSERT and an UPDATE of one row as two
 # autocommit statements (two commits, the least a run can cost: created, then finished).
@@ -44,7 +45,7 @@ cleanup() {
     for db in $CP_DB $TK_DB $FLOOR_DB; do
         psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
-    rm -rf "$WORK"
+    if [ -n "${BENCH_KEEP:-}" ]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 for db in $CP_DB $TK_DB $FLOOR_DB; do
@@ -65,7 +66,7 @@ log "floor: $FLOOR_TPS tps"
 
 GRPC=$(free_port); HTTP=$(free_port); EXEC=$(free_port)
 log "starting the control plane and the executor..."
-RUST_LOG=warn DATABASE_URL="$BASE/$CP_DB" TICKETMAX_GRPC_ADDR="127.0.0.1:$GRPC" \
+RUST_LOG="${BENCH_RUST_LOG:-warn}" DATABASE_URL="$BASE/$CP_DB" TICKETMAX_GRPC_ADDR="127.0.0.1:$GRPC" \
     TICKETMAX_HTTP_ADDR="127.0.0.1:$HTTP" TICKETMAX_DATA_DIR="$WORK/cp" \
     "$BIN/ticketmax-control-plane" > "$WORK/cp.log" 2>&1 &
 CP_PID=$!; PIDS+=("$CP_PID")
@@ -73,7 +74,7 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$GRPC") 2>/dev/null && break
     sleep 0.2
 done
-RUST_LOG=warn TICKETING_DATABASE_URL="$BASE/$TK_DB" TICKETMAX_EXECUTOR_ADDR="127.0.0.1:$EXEC" \
+RUST_LOG="${BENCH_RUST_LOG:-warn}" TICKETING_DATABASE_URL="$BASE/$TK_DB" TICKETMAX_EXECUTOR_ADDR="127.0.0.1:$EXEC" \
     TICKETMAX_CONTROL_PLANE_URL="http://127.0.0.1:$GRPC" TICKETMAX_DATA_DIR="$WORK/ex" \
     TICKETMAX_EXECUTOR_ID=bench-executor \
     "$BIN/ticketmax-executor" > "$WORK/ex.log" 2>&1 &

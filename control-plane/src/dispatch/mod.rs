@@ -161,6 +161,14 @@ impl Dispatcher {
         inflight: &mut JoinSet<()>,
         handover: &CancellationToken,
     ) -> store::Result<Round> {
+        // A JoinSet counts finished tasks until they are joined; the loop joins one per turn,
+        // so reap them all here, or `room` would count ended attempts and, under load, shrink
+        // to one run per round (seen: 5,000 queued runs dispatched one at a time).
+        while let Some(res) = inflight.try_join_next() {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "dispatch task panicked");
+            }
+        }
         let room = self
             .app
             .config
