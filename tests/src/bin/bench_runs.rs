@@ -127,6 +127,55 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    #[allow(clippy::cast_precision_loss)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// CPU seconds of every `postgres` process alive now (backends of both databases included).
+fn postgres_cpu_secs() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "postgres")
+                .then(|| cpu_secs(&pid))
+                .flatten()
+        })
+        .sum()
+}
+
+/// CPU seconds of the control plane, the executor, Postgres and this client, read together.
+#[derive(Clone, Copy)]
+struct Cpu {
+    cp: f64,
+    ex: f64,
+    pg: f64,
+    client: f64,
+}
+
+impl Cpu {
+    fn read(cp_pid: &str, ex_pid: &str) -> Self {
+        Self {
+            cp: cpu_secs(cp_pid).unwrap_or(f64::NAN),
+            ex: cpu_secs(ex_pid).unwrap_or(f64::NAN),
+            pg: postgres_cpu_secs(),
+            client: cpu_secs("self").unwrap_or(f64::NAN),
+        }
+    }
+}
+
 fn rss_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -271,6 +320,7 @@ async fn main() -> Result<()> {
     tk.own = 0;
     let started_wall = Utc::now();
     let started = Instant::now();
+    let cpu_before = Cpu::read(&cp_pid, &ex_pid);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
@@ -313,6 +363,7 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu_after = Cpu::read(&cp_pid, &ex_pid);
     let succeeded = cp
         .scalar_i64(&format!(
             "SELECT count(*) FROM runs WHERE job = '{CLEAN_CACHE}' AND created_at >= '{since}' \
@@ -417,6 +468,18 @@ async fn main() -> Result<()> {
         "| of which running (started to finished), p50 / p99 | {:.1} / {:.1} ms | |",
         percentile(&running, 0.5),
         percentile(&running, 0.99)
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let ms_per_run = |a: f64, b: f64| (b - a) * 1000.0 / triggered as f64;
+    println!(
+        "| CPU per run: control plane / executor / Postgres / load client | {:.2} / {:.2} / {:.2} / {:.2} ms | {} cores: {:.2} ms of CPU per run at this rate |",
+        ms_per_run(cpu_before.cp, cpu_after.cp),
+        ms_per_run(cpu_before.ex, cpu_after.ex),
+        ms_per_run(cpu_before.pg, cpu_after.pg),
+        ms_per_run(cpu_before.client, cpu_after.client),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 1000.0
+            / runs_per_sec
     );
     println!("| control-plane transactions per run | {cp_per_run:.2} | |");
     println!("| ticketing transactions per run | {tk_per_run:.2} | |");
