@@ -1,5 +1,6 @@
 //! The maintenance services, each through its `run_once` with a fixed clock, against a real
 //! database: SQLite always, and Postgres too when `TICKETMAX_TEST_DATABASE_URL` names a server.
+//! The dispatcher's claim is tested here too, with the same harness.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -453,5 +454,81 @@ async fn one_elector_leads_and_another_takes_over_when_its_lease_lapses() {
         assert_eq!(b.app.metrics.run_gauges(), Some((0, 0)));
         a.stop().await;
         b.stop().await;
+    }
+}
+
+/// The dispatcher's claim (not a maintenance service, but the same harness): each claim takes
+/// at most its limit, oldest queued first, never a finished run, under the generic plans a
+/// pooled connection switches to after five executions (forced here for every connection).
+#[tokio::test]
+async fn a_claim_takes_at_most_its_limit_of_the_oldest_queued_runs() {
+    for db in databases().await {
+        if let Some((server, name)) = &db.scratch {
+            let admin = Store::connect(server).await.expect("postgres");
+            admin
+                .connection()
+                .execute_unprepared(&format!(
+                    "ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan"
+                ))
+                .await
+                .expect("generic plans");
+        }
+        let r = Replica::start(&db.url, "cp-1").await;
+        let now = at("2026-06-01T12:00:00Z");
+        // History first (older ids), then the queue.
+        let mut rows: Vec<NewRunRow> = (0..400)
+            .map(|n| {
+                let t = now - chrono::Duration::hours(2);
+                row(id_at(t, n), JOB, RunState::Succeeded, t)
+            })
+            .collect();
+        let queued: Vec<NewRunRow> = (0..120)
+            .map(|n| {
+                let t = now - chrono::Duration::minutes(1)
+                    + chrono::Duration::milliseconds(i64::from(n));
+                row(id_at(t, n), JOB, RunState::Queued, t)
+            })
+            .collect();
+        let mut expected: Vec<String> = queued.iter().map(|x| x.run.id.clone()).collect();
+        expected.sort();
+        rows.extend(queued);
+        r.app.store.insert_runs(&rows).await.expect("insert");
+        let lease = now + chrono::Duration::seconds(30);
+        let mut taken = Vec::new();
+        for round in 0..20 {
+            let claimed = r
+                .app
+                .store
+                .claim("cp-1", &[JOB.to_string()], 7, lease, now, |runs| {
+                    runs.iter()
+                        .map(|x| (x.id.clone(), "exec-1".to_string(), lease))
+                        .collect()
+                })
+                .await
+                .expect("claim");
+            let want = expected.len().saturating_sub(taken.len()).min(7);
+            assert_eq!(claimed.len(), want, "round {round}: claimed {claimed:?}");
+            let mut ids: Vec<String> = claimed.iter().map(|x| x.id.clone()).collect();
+            ids.sort();
+            assert_eq!(
+                ids,
+                expected[taken.len()..taken.len() + want],
+                "round {round}: the oldest queued runs, in order"
+            );
+            assert!(claimed.iter().all(
+                |x| x.state == RunState::Running && x.executor_id.as_deref() == Some("exec-1")
+            ));
+            taken.extend(ids);
+        }
+        assert_eq!(taken.len(), 120);
+        let running = r
+            .count("SELECT COUNT(*) FROM runs WHERE state = 'running'")
+            .await;
+        assert_eq!(running, 120, "exactly the claimed runs are running");
+        let succeeded = r
+            .count("SELECT COUNT(*) FROM runs WHERE state = 'succeeded'")
+            .await;
+        assert_eq!(succeeded, 400, "history untouched");
+        r.stop().await;
     }
 }

@@ -94,20 +94,30 @@ impl Store {
         if jobs.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let lock = if self.is_postgres() {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE runs SET state = $1, owner = $2, lease_expires_at = $3, started_at = $4, \
-             updated_at = $4 WHERE state = $5 AND id IN (\
-               SELECT id FROM runs WHERE state = $5 AND not_before <= $4 \
-               AND (active_slot IS NULL OR active_slot = 0) AND job {} \
-               ORDER BY id LIMIT $7{lock}) \
-             RETURNING *",
+        // The states are literals, not parameters: in a generic plan of the prepared statement
+        // `state = $5` cannot use the partial index of queued runs (and walked the whole
+        // table: 120 ms at 200,000 runs).
+        let pick = format!(
+            "SELECT id FROM runs WHERE state = 'queued' AND not_before <= $4 \
+             AND (active_slot IS NULL OR active_slot = 0) AND job {} ORDER BY id LIMIT $7",
             self.in_json_list(6)
         );
+        let sql = if self.is_postgres() {
+            // A MATERIALIZED CTE runs the locking pick exactly once. As `id IN (subquery)` the
+            // planner may rescan the LIMIT ... SKIP LOCKED subquery and update more rows than
+            // the limit: claims of 952 runs were seen with room for 64.
+            format!(
+                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE runs SET state = $1, owner = $2, lease_expires_at = $3, started_at = $4, \
+                 updated_at = $4 FROM picked WHERE runs.id = picked.id AND runs.state = $5 \
+                 RETURNING runs.*"
+            )
+        } else {
+            format!(
+                "UPDATE runs SET state = $1, owner = $2, lease_expires_at = $3, started_at = $4, \
+                 updated_at = $4 WHERE state = $5 AND id IN ({pick}) RETURNING *"
+            )
+        };
         let jobs: Vec<serde_json::Value> = jobs.iter().cloned().map(Into::into).collect();
         let txn = self.db.begin().await.ctx("beginning a transaction")?;
         let rows = txn

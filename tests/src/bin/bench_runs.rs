@@ -503,7 +503,8 @@ async fn main() -> Result<()> {
         ms_per_run(cpu_before.pg[1], cpu_after.pg[1]),
         ms_per_run(cpu_before.pg[2], cpu_after.pg[2]),
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 1000.0 / runs_per_sec
+        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 1000.0
+            / runs_per_sec
     );
     println!("| control-plane transactions per run | {cp_per_run:.2} | |");
     println!("| ticketing transactions per run | {tk_per_run:.2} | |");
