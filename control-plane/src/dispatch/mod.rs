@@ -37,6 +37,13 @@ const NO_EXECUTOR_POLL: Duration = Duration::from_secs(1);
 /// (which reports a partial summary) normally wins.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
+/// An attempt task joined: only a panic is left to report.
+fn reaped(res: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = res {
+        tracing::error!(error = %e, "dispatch task panicked");
+    }
+}
+
 /// What a dispatch round found.
 enum Round {
     /// It took as many runs as there was room for: more may wait.
@@ -92,9 +99,7 @@ impl Dispatcher {
                     continue;
                 }
                 Some(res) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Err(e) = res {
-                        tracing::error!(error = %e, "dispatch task panicked");
-                    }
+                    reaped(res);
                     if !waiting {
                         continue;
                     }
@@ -165,9 +170,7 @@ impl Dispatcher {
         // so reap them all here, or `room` would count ended attempts and, under load, shrink
         // to one run per round (seen: 5,000 queued runs dispatched one at a time).
         while let Some(res) = inflight.try_join_next() {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "dispatch task panicked");
-            }
+            reaped(res);
         }
         let room = self
             .app

@@ -94,12 +94,13 @@ impl Store {
         if jobs.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        // The states are literals, not parameters: in a generic plan of the prepared statement
-        // `state = $5` cannot use the partial index of queued runs (and walked the whole
-        // table: 120 ms at 200,000 runs).
+        // The pick's state is a literal, not a parameter: in a generic plan of the prepared
+        // statement `state = $5` cannot use the partial index of queued runs (migration
+        // `QueuedIndex`) and walked the whole table: 120 ms at 200,000 runs.
         let pick = format!(
-            "SELECT id FROM runs WHERE state = 'queued' AND not_before <= $4 \
+            "SELECT id FROM runs WHERE state = '{}' AND not_before <= $4 \
              AND (active_slot IS NULL OR active_slot = 0) AND job {} ORDER BY id LIMIT $7",
+            RunState::Queued.as_str(),
             self.in_json_list(6)
         );
         let sql = if self.is_postgres() {

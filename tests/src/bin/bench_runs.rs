@@ -491,6 +491,7 @@ async fn main() -> Result<()> {
     );
     #[allow(clippy::cast_precision_loss)]
     let ms_per_run = |a: f64, b: f64| (b - a) * 1000.0 / triggered as f64;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     println!(
         "| CPU per run: control plane / executor / load client | {:.2} / {:.2} / {:.2} ms | |",
         ms_per_run(cpu_before.cp, cpu_after.cp),
@@ -502,9 +503,8 @@ async fn main() -> Result<()> {
         ms_per_run(cpu_before.pg[0], cpu_after.pg[0]),
         ms_per_run(cpu_before.pg[1], cpu_after.pg[1]),
         ms_per_run(cpu_before.pg[2], cpu_after.pg[2]),
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64) * 1000.0
-            / runs_per_sec
+        cores,
+        f64::from(u32::try_from(cores).unwrap_or(1)) * 1000.0 / runs_per_sec
     );
     println!("| control-plane transactions per run | {cp_per_run:.2} | |");
     println!("| ticketing transactions per run | {tk_per_run:.2} | |");
