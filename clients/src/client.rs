@@ -227,6 +227,7 @@ impl Client {
                 state: filter.state.unwrap_or(RunState::Unspecified).into(),
                 page_size: filter.page_size,
                 page_token: filter.page_token.unwrap_or_default(),
+                ..Default::default()
             })
             .await
             .map_err(Error::rpc("ListRuns"))?

@@ -96,6 +96,12 @@ impl JobService for Mock {
     ) -> Result<Response<proto::Run>, Status> {
         nope()
     }
+    async fn cancel_runs(
+        &self,
+        _: Request<proto::CancelRunsRequest>,
+    ) -> Result<Response<proto::CancelRunsResponse>, Status> {
+        nope()
+    }
     async fn pause_job(
         &self,
         _: Request<proto::PauseJobRequest>,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tonic::{Status, metadata::MetadataMap};
+use tonic::{Request, Status, metadata::MetadataMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -26,6 +26,14 @@ impl Role {
             Role::Operator => "operator",
         }
     }
+}
+
+/// A caller already authenticated by a dashboard session: the SHA-256 of the session's API
+/// token, placed in a request's extensions by the dashboard (a remote caller cannot set
+/// extensions, only metadata). The token itself stays in the browser's sign-in form only.
+#[derive(Debug, Clone)]
+pub struct SessionCaller {
+    pub token_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +144,20 @@ impl Auth {
         self.executor_token.as_deref()
     }
 
+    /// The caller of `req`, when it may do what `method` needs: a dashboard session's
+    /// ([`SessionCaller`]) or the bearer token's. `None` when the API is open.
+    pub fn require_request<T>(
+        &self,
+        req: &Request<T>,
+        need: Role,
+        method: &str,
+    ) -> Result<Option<Principal>, Status> {
+        match req.extensions().get::<SessionCaller>() {
+            Some(caller) => self.require_hash(Some(&caller.token_hash), need, method),
+            None => self.require(req.metadata(), need, method),
+        }
+    }
+
     /// The caller, when it may do what `method` needs. `None` when the API is open.
     pub fn require(
         &self,
@@ -143,15 +165,30 @@ impl Auth {
         need: Role,
         method: &str,
     ) -> Result<Option<Principal>, Status> {
+        let hash = bearer(md).map(sha256_hex);
+        self.require_hash(hash.as_deref(), need, method)
+    }
+
+    /// Who holds the token whose SHA-256 is `token_hash`, if it is configured.
+    pub fn principal_for_hash(&self, token_hash: &str) -> Option<Principal> {
+        self.tokens.get(token_hash).cloned()
+    }
+
+    fn require_hash(
+        &self,
+        token_hash: Option<&str>,
+        need: Role,
+        method: &str,
+    ) -> Result<Option<Principal>, Status> {
         if self.tokens.is_empty() {
             return Ok(None);
         }
-        let token = bearer(md).ok_or_else(|| {
+        let token_hash = token_hash.ok_or_else(|| {
             Status::unauthenticated("missing credentials: send 'authorization: Bearer <token>'")
         })?;
         let who = self
             .tokens
-            .get(&sha256_hex(token))
+            .get(token_hash)
             .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
         if who.role < need {
             return Err(Status::permission_denied(format!(

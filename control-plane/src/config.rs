@@ -167,7 +167,7 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_TRACE_URL")]
     pub trace_url: Option<String>,
 
-    /// How long a dashboard sign-in lasts, in seconds (sessions live in this replica's memory).
+    /// How long a dashboard sign-in lasts, in seconds (sessions are kept in the database and hold on every replica).
     #[arg(
         long,
         env = "TICKETMAX_DASHBOARD_SESSION_SECS",

@@ -9,6 +9,8 @@
 //                     that emits many events for several seconds (a small batch, a pause per
 //                     chunk)
 //   TM_JOB            the job the operator runs, pauses and resumes
+//   TM_TICKING_JOB    the slow run's job, which ticks every second with overlap skip while
+//                     the slow run goes on (so its ledger holds skipped ticks)
 //   TM_SHOTS          where the screenshots go (kept as test artifacts)
 //   TM_CHROMIUM       the browser binary (default /usr/bin/chromium)
 // Each step prints one line; the first failure throws, and the process exits non-zero.
@@ -119,8 +121,11 @@ try {
   await op.page.click("a:has-text('daily-analytics') >> nth=0");
   await op.page.waitForSelector("table.report");
   assert.ok((await op.page.textContent("table.report")).includes("+20 (+20.0%)"), "the change from the previous period");
+  // Its chart: each number across the periods, this one highlighted.
+  assert.equal(await op.page.locator(".history svg").count(), 2, "a chart per number");
+  assert.equal(await op.page.locator(".history svg >> nth=0 >> rect.now").getAttribute("data-period"), "2026-11-28");
   await shot(op.page, "report");
-  step("report beside the previous period");
+  step("report beside the previous period, with its history chart");
 
   // The slow run: drop the connection in the middle, the console resumes from the last event
   // id it saw, with every event exactly once.
@@ -148,6 +153,24 @@ try {
   assert.ok(opens >= 2, `the stream was dropped and reopened (${opens} opens)`);
   await shot(op.page, "run-resumed");
   step(`operator: the live console resumed after a dropped connection (${seqs.length} events, none missing or doubled)`);
+
+  // The tick ledger: the ticks that fell while the slow run was going were skipped, and each
+  // says why.
+  await op.page.goto(`${base}/jobs/${env("TM_TICKING_JOB")}`);
+  const skippedTick = op.page.locator("ol.ledger li[data-verdict=skipped] a").first();
+  await skippedTick.waitFor();
+  assert.match(await skippedTick.getAttribute("title"),
+    /skipped \(skipped\): overlap policy 'skip': run \S+ is still running/, "the reason of the skip");
+  await skippedTick.focus();
+  await shot(op.page, "ledger-skipped");
+  step("the tick ledger shows a skipped tick with its reason");
+
+  // Cancel all matching: the count first, then the button that cancels what was counted.
+  await op.page.goto(`${base}/runs?job=${encodeURIComponent(job)}&state=succeeded`);
+  await Promise.all([op.page.waitForURL(/\/runs\/cancel-matching\?/), op.page.click("a:has-text('Cancel all matching')")]);
+  assert.equal(await op.page.getAttribute(".count", "data-count"), "0", "nothing succeeded can be cancelled");
+  await shot(op.page, "cancel-matching-none");
+  step("cancel all matching counts first (nothing to cancel among finished runs)");
 
   // The runs list with its filters in the URL, on a phone-wide screen and in dark mode.
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: "dark",

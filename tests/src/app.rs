@@ -292,6 +292,7 @@ impl TestApp {
                     state: state as i32,
                     page_size,
                     page_token: token.clone(),
+                    ..Default::default()
                 })
                 .await;
             assert!(

@@ -105,6 +105,7 @@ async fn the_dashboard_in_chromium() {
         .env("TM_VIEWER", VIEWER_TOKEN)
         .env("TM_OPERATOR", OPERATOR_TOKEN)
         .env("TM_JOB", CLEAN_CACHE)
+        .env("TM_TICKING_JOB", CANCEL_EXPIRED)
         .env("TM_SHOTS", &shots)
         .env("TM_HANDSHAKE", &handshake)
         .env("TM_CHROMIUM", chromium())
@@ -143,6 +144,16 @@ async fn the_dashboard_in_chromium() {
             .await
             .expect("TriggerJob of the slow run");
         std::fs::write(handshake.join("slow-run"), &run.id).expect("write the run id");
+        // Every second while the slow run goes on, with overlap skip: those ticks are skipped
+        // (the ledger step looks for one, with its reason).
+        app.update_job(UpdateJobRequest {
+            name: CANCEL_EXPIRED.into(),
+            schedule: Some("* * * * * *".into()),
+            overlap_policy: v1::OverlapPolicy::Skip as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("UpdateJob of the ticking job");
         // Then the script asks for the cut, once its console shows the first events.
         let deadline = std::time::Instant::now() + secs(60);
         while !handshake.join("cut").exists() && node.try_wait().ok().flatten().is_none() {

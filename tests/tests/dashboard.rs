@@ -481,9 +481,8 @@ async fn edit_with_preview_the_tick_ledger_and_reports_beside_the_previous_perio
     app.control_planes[0].kill().await;
     tokio::time::sleep(secs(3)).await;
     app.control_planes[0].start().await;
-    // Sessions live in the replica's memory: the restart signed everyone out.
-    assert_eq!(get(http, &job_path, Some(&operator)).await.status, 303);
-    let operator = sign_in(http, OPERATOR_TOKEN).await;
+    // Sessions live in the database: the restart (a SIGKILL) signed nobody out.
+    assert_eq!(get(http, &job_path, Some(&operator)).await.status, 200);
     let ledger = eventually("the missed ticks in the ledger", secs(30), || async {
         let page = get(http, &job_path, Some(&operator)).await;
         (page.body.contains("data-verdict=\"missed\"")
@@ -547,4 +546,211 @@ async fn edit_with_preview_the_tick_ledger_and_reports_beside_the_previous_perio
         get(http, "/reports/none", Some(&operator)).await.status,
         404
     );
+}
+
+/// The value of hidden field `name` in the page's first form that has one.
+fn hidden(page: &HttpResponse, name: &str) -> String {
+    let key = format!("name=\"{name}\" value=\"");
+    let at = page
+        .body
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} field on the page:\n{}", page.body));
+    let rest = &page.body[at + key.len()..];
+    rest[..rest.find('"').expect("end of the value")].to_owned()
+}
+
+async fn count_runs(app: &TestApp, job: &str, state: &str) -> i64 {
+    app.control_scalar(&format!(
+        "SELECT count(*) FROM runs WHERE job = '{job}' AND trigger = 'manual' AND state = '{state}'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn sessions_hold_on_every_replica_and_cancel_all_matching_shows_its_count_first() {
+    // No executor: triggered runs stay queued, so what matches is known exactly.
+    let app = TestApp::builder()
+        .viewer_and_operator()
+        .operator_token("harness", "harness-secret-31f9")
+        .control_planes(2)
+        .executors(0)
+        .wait_for_executors(false)
+        .spawn()
+        .await;
+    let (a, b) = (
+        app.control_planes[0].http_addr,
+        app.control_planes[1].http_addr,
+    );
+    app.update_job(v1::UpdateJobRequest {
+        name: CLEAN_CACHE.into(),
+        overlap_policy: v1::OverlapPolicy::Allow as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("overlap allowed");
+    for _ in 0..5 {
+        app.trigger(CLEAN_CACHE).await;
+    }
+    app.trigger(CANCEL_EXPIRED).await;
+
+    // Signed in on one replica, known on the other: its pages, its CSRF token, who it is.
+    let operator = sign_in(a, OPERATOR_TOKEN).await;
+    let page = get(b, "/runs", Some(&operator)).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("ops (operator)"), "{}", page.body);
+    assert!(page.body.contains("Cancel all matching"), "{}", page.body);
+    let viewer = sign_in(b, VIEWER_TOKEN).await;
+
+    // The runs list narrowed by trigger and time range, the filters kept in the URL.
+    let manual = get(
+        b,
+        &format!("/runs?job={CLEAN_CACHE}&trigger=manual&range=1h"),
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(manual.status, 200);
+    assert_eq!(
+        manual.body.matches("<tr><td><a href=\"/runs/").count(),
+        5,
+        "{}",
+        manual.body
+    );
+    assert!(
+        manual.body.contains("<option value=\"1h\" selected>")
+            && manual.body.contains("<option value=\"manual\" selected>"),
+        "the form shows the filters of the URL"
+    );
+    let scheduled = get(
+        b,
+        &format!("/runs?job={CLEAN_CACHE}&trigger=schedule"),
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        scheduled.body.matches("<tr><td><a href=\"/runs/").count(),
+        0,
+        "{}",
+        scheduled.body
+    );
+    let past = get(
+        b,
+        &format!(
+            "/runs?job={CLEAN_CACHE}&range=custom&since=2020-01-01T00:00&until=2020-01-02T00:00"
+        ),
+        Some(&viewer),
+    )
+    .await;
+    assert!(past.body.contains("No run matches"), "{}", past.body);
+    for bad in [
+        "trigger=cron",
+        "range=2w",
+        "range=custom&since=yesterday",
+        "range=custom&since=2026-01-02T00:00&until=2026-01-01T00:00",
+    ] {
+        let resp = get(b, &format!("/runs?{bad}"), Some(&viewer)).await;
+        assert_eq!(resp.status, 400, "{bad}: {resp:?}");
+    }
+
+    // The count first. A viewer sees it without the button, and a forged POST is refused.
+    let filters = format!("job={CLEAN_CACHE}&trigger=manual");
+    let count = get(
+        a,
+        &format!("/runs/cancel-matching?{filters}"),
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(count.status, 200, "{count:?}");
+    assert!(count.body.contains("data-count=\"5\""), "{}", count.body);
+    assert!(
+        !count.body.contains("Cancel 5 runs"),
+        "no button for a viewer"
+    );
+    let viewer_csrf = csrf(&get(a, "/", Some(&viewer)).await);
+    let shown_at = chrono::Utc::now().timestamp_micros();
+    let resp = post(
+        a,
+        "/runs/cancel-matching",
+        Some(&viewer),
+        &format!("csrf={viewer_csrf}&{filters}&shown_at={shown_at}"),
+    )
+    .await;
+    assert_eq!(resp.status, 403, "{resp:?}");
+    assert_eq!(count_runs(&app, CLEAN_CACHE, "queued").await, 5);
+
+    let count = get(
+        b,
+        &format!("/runs/cancel-matching?{filters}"),
+        Some(&operator),
+    )
+    .await;
+    assert!(count.body.contains("data-count=\"5\""), "{}", count.body);
+    assert!(count.body.contains("Cancel 5 runs"), "{}", count.body);
+    let op_csrf = csrf(&count);
+    let shown_at = hidden(&count, "shown_at");
+    // A run that arrives after the count is not what the operator saw counted.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let late = app.trigger(CLEAN_CACHE).await;
+    // Without the CSRF token: nothing.
+    let form = format!(
+        "{}&shown_at={shown_at}&reason=drain+before+deploy",
+        count_fields(&count)
+    );
+    let resp = post(a, "/runs/cancel-matching", Some(&operator), &form).await;
+    assert_eq!(resp.status, 403, "{resp:?}");
+    assert_eq!(count_runs(&app, CLEAN_CACHE, "queued").await, 6);
+    // On the other replica than the one that counted: the five, and only them.
+    let resp = post(
+        a,
+        "/runs/cancel-matching",
+        Some(&operator),
+        &format!("csrf={op_csrf}&{form}"),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body.contains("data-cancelled=\"5\""), "{}", resp.body);
+    assert_eq!(count_runs(&app, CLEAN_CACHE, "cancelled").await, 5);
+    assert_eq!(count_runs(&app, CLEAN_CACHE, "queued").await, 1);
+    assert_eq!(app.get_run(&late.id).await.state, RunState::Queued as i32);
+    assert_eq!(
+        count_runs(&app, CANCEL_EXPIRED, "queued").await,
+        1,
+        "another job is left alone"
+    );
+    let reasons: i64 = app
+        .control_scalar(&format!(
+            "SELECT count(*) FROM runs WHERE job = '{CLEAN_CACHE}' AND state = 'cancelled' \
+             AND reason = 'cancelled by ''ops'': from the dashboard: drain before deploy'"
+        ))
+        .await;
+    assert_eq!(reasons, 5, "who did it and why are recorded");
+    // Counting again: the late run only.
+    let again = get(
+        b,
+        &format!("/runs/cancel-matching?{filters}"),
+        Some(&operator),
+    )
+    .await;
+    assert!(again.body.contains("data-count=\"1\""), "{}", again.body);
+
+    // Signed out on one replica, signed out on both.
+    let resp = post(b, "/logout", Some(&operator), &format!("csrf={op_csrf}")).await;
+    assert_eq!(resp.status, 303, "{resp:?}");
+    assert_eq!(get(a, "/runs", Some(&operator)).await.status, 303);
+    let rows: i64 = app
+        .control_scalar(&format!(
+            "SELECT count(*) FROM dashboard_sessions WHERE id_hash = '{}'",
+            hash_token(operator.trim_start_matches("tm_session="))
+        ))
+        .await;
+    assert_eq!(rows, 0, "the session row is gone");
+}
+
+/// The filter fields of a cancel-matching confirmation, as the browser posts them.
+fn count_fields(page: &HttpResponse) -> String {
+    ["job", "state", "trigger", "range", "since", "until"]
+        .iter()
+        .filter(|f| page.body.contains(&format!("name=\"{f}\" value=\"")))
+        .map(|f| format!("{f}={}", hidden(page, f).replace('/', "%2F")))
+        .collect::<Vec<_>>()
+        .join("&")
 }

@@ -135,6 +135,120 @@ async fn cancel_run_stops_a_running_task_between_chunks() {
 }
 
 #[tokio::test]
+async fn cancel_runs_counts_then_cancels_the_queued_and_stops_the_running_runs_of_a_job() {
+    let app = TestApp::spawn().await;
+    app.silence_schedules(&[]).await;
+    app.seed_expired_bookings(400).await;
+    app.update_job(v1::UpdateJobRequest {
+        name: CANCEL_EXPIRED.into(),
+        overlap_policy: v1::OverlapPolicy::QueueOne as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("queue one");
+    let slow = Some(serde_json::json!({ "batch_size": 1, "pause_ms": 20 }));
+    let running = app
+        .try_trigger(CANCEL_EXPIRED, "", slow.clone())
+        .await
+        .expect("TriggerJob");
+    app.wait_for_run(&running.id, |r| r.state() == RunState::Running, secs(30))
+        .await;
+    let queued = app
+        .try_trigger(CANCEL_EXPIRED, "", slow)
+        .await
+        .expect("TriggerJob");
+    assert_eq!(queued.state(), RunState::Queued, "{queued:#?}");
+    let mut api = app.api();
+    let bulk = |dry_run: bool, state: RunState| v1::CancelRunsRequest {
+        job: CANCEL_EXPIRED.into(),
+        state: state as i32,
+        reason: "bulk e2e".into(),
+        dry_run,
+        ..Default::default()
+    };
+
+    // Bad input: a clear status, nothing changed.
+    for (req, says) in [
+        (bulk(false, RunState::Succeeded), "only queued or running"),
+        (
+            v1::CancelRunsRequest {
+                limit: 10_001,
+                ..bulk(false, RunState::Unspecified)
+            },
+            "at most 10000",
+        ),
+        (
+            v1::CancelRunsRequest {
+                job: "nope/none".into(),
+                ..bulk(false, RunState::Unspecified)
+            },
+            "no job named",
+        ),
+        (
+            v1::CancelRunsRequest {
+                created_since: Some(to_timestamp(chrono::Utc::now())),
+                created_until: Some(to_timestamp(
+                    chrono::Utc::now() - chrono::Duration::hours(1),
+                )),
+                ..bulk(false, RunState::Unspecified)
+            },
+            "before created_since",
+        ),
+    ] {
+        let err = api.cancel_runs(req).await.expect_err("refused");
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound
+            ),
+            "{err}"
+        );
+        assert!(err.message().contains(says), "{err}");
+    }
+    // The count first: changes nothing.
+    let counted = api
+        .cancel_runs(bulk(true, RunState::Unspecified))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(
+        (counted.queued, counted.running, counted.more),
+        (1, 1, false)
+    );
+    assert_eq!(app.get_run(&queued.id).await.state(), RunState::Queued);
+    // Only the queued ones when asked so.
+    let only_queued = api
+        .cancel_runs(bulk(true, RunState::Queued))
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!((only_queued.queued, only_queued.running), (1, 0));
+
+    let done = api
+        .cancel_runs(bulk(false, RunState::Unspecified))
+        .await
+        .expect("CancelRuns")
+        .into_inner();
+    assert_eq!((done.queued, done.running), (1, 1));
+    assert_eq!(app.get_run(&queued.id).await.state(), RunState::Cancelled);
+    let stopped = app.wait_for_run(&running.id, terminal, secs(30)).await;
+    assert_eq!(stopped.state(), RunState::Cancelled, "{stopped:#?}");
+    assert!(stopped.reason.contains("bulk e2e"), "{}", stopped.reason);
+    let cancelled: i64 = app
+        .ticketing_scalar("SELECT count(*) FROM bookings WHERE status = 'cancelled'")
+        .await;
+    assert!(cancelled < 400, "the running task was not stopped");
+    app.assert_inventory_consistent().await;
+    // Nothing left to cancel.
+    let again = api
+        .cancel_runs(bulk(false, RunState::Unspecified))
+        .await
+        .expect("CancelRuns")
+        .into_inner();
+    assert_eq!((again.queued, again.running), (0, 0));
+}
+
+#[tokio::test]
 async fn sigterm_stops_both_processes_cleanly_and_they_start_again() {
     let mut app = TestApp::spawn().await;
     let status = app.executor().terminate().await;

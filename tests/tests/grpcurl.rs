@@ -73,6 +73,7 @@ async fn grpcurl_lists_services_by_reflection_on_both_servers() {
         "ListRuns",
         "WatchRun",
         "CancelRun",
+        "CancelRuns",
         "PauseJob",
         "ResumeJob",
         "UpdateJob",

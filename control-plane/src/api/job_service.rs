@@ -119,7 +119,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "GetStatus")?;
+            .require_request(&req, Role::Viewer, "GetStatus")?;
         let store = &self.app.store;
         let last = store.last_runs().await?;
         let jobs = self
@@ -168,7 +168,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "ListJobs")?;
+            .require_request(&req, Role::Viewer, "ListJobs")?;
         let service = req.into_inner().service;
         let service = requests::text("service", &service)?.trim();
         let last = self.app.store.last_runs().await?;
@@ -187,7 +187,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "GetJob")?;
+            .require_request(&req, Role::Viewer, "GetJob")?;
         let j = self.job(&req.into_inner().name)?;
         Ok(Response::new(self.job_with_last_run(&j).await?))
     }
@@ -199,7 +199,7 @@ impl JobService for JobApi {
         let who = self
             .app
             .auth
-            .require(req.metadata(), Role::Operator, "TriggerJob")?;
+            .require_request(&req, Role::Operator, "TriggerJob")?;
         let metadata = req.metadata().clone();
         let req = requests::TriggerJob::try_from(req.into_inner())?;
         let job = self.job(&req.job)?;
@@ -249,7 +249,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "GetRun")?;
+            .require_request(&req, Role::Viewer, "GetRun")?;
         let r = self.load_run(&req.into_inner().run_id).await?;
         Ok(Response::new(run_to_proto(&r)))
     }
@@ -261,7 +261,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "ListRuns")?;
+            .require_request(&req, Role::Viewer, "ListRuns")?;
         let req = requests::ListRuns::try_from(req.into_inner())?;
         if let Some(job) = &req.job {
             self.job(job)?;
@@ -273,9 +273,11 @@ impl JobService for JobApi {
             .runs(RunFilter {
                 job: req.job,
                 state: req.state,
+                trigger: req.matching.trigger,
                 before_id: req.before_id,
+                created_since: req.matching.created_since,
+                created_until: req.matching.created_until,
                 limit: u64::from(page) + 1,
-                ..RunFilter::default()
             })
             .await?;
         let more = runs.len() > page as usize;
@@ -300,7 +302,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "WatchRun")?;
+            .require_request(&req, Role::Viewer, "WatchRun")?;
         let req = req.into_inner();
         let run = self.load_run(&req.run_id).await?;
         let after = i64::try_from(req.after_seq)
@@ -319,32 +321,13 @@ impl JobService for JobApi {
         let who = self
             .app
             .auth
-            .require(req.metadata(), Role::Operator, "CancelRun")?;
+            .require_request(&req, Role::Operator, "CancelRun")?;
         let req = requests::CancelRun::try_from(req.into_inner())?;
         let r = self.load_run(&req.run_id).await?;
-        let by = who
-            .as_ref()
-            .map_or("an operator".to_string(), |p| format!("'{}'", p.name));
-        let reason = match &req.reason {
-            None => format!("cancelled by {by}"),
-            Some(r) => format!("cancelled by {by}: {r}"),
-        };
+        let reason = cancel_reason(who.as_ref(), req.reason.as_deref());
         match r.state {
             RunState::Queued => {
-                let settled = self
-                    .app
-                    .completer
-                    .settle(SettleRow {
-                        run_id: r.id.clone(),
-                        attempt: r.attempt,
-                        settlement: Settlement::Cancelled {
-                            reason: Some(reason),
-                            summary: None,
-                            from_queue: true,
-                        },
-                        lease_expired_before: None,
-                    })
-                    .await?;
+                let settled = self.app.completer.settle(cancel_queued(&r, reason)).await?;
                 if let Some(done) = settled {
                     tracing::info!(run_id = %r.id, job = %r.job, "queued run cancelled");
                     return Ok(Response::new(run_to_proto(&done.run)));
@@ -377,6 +360,96 @@ impl JobService for JobApi {
         Ok(Response::new(run_to_proto(&now)))
     }
 
+    async fn cancel_runs(
+        &self,
+        req: Request<v1::CancelRunsRequest>,
+    ) -> Result<Response<v1::CancelRunsResponse>, Status> {
+        // Counting is a read: a viewer may see how many runs a bulk cancel would take.
+        let need = if req.get_ref().dry_run {
+            Role::Viewer
+        } else {
+            Role::Operator
+        };
+        let who = self.app.auth.require_request(&req, need, "CancelRuns")?;
+        let req = requests::CancelRuns::try_from(req.into_inner())?;
+        if let Some(job) = &req.job {
+            self.job(job)?;
+        }
+        // One read per state; the oldest first, so repeated calls work through a backlog.
+        let mut picked: Vec<run::Model> = Vec::new();
+        for state in &req.states {
+            picked.extend(
+                self.app
+                    .store
+                    .runs(RunFilter {
+                        job: req.job.clone(),
+                        state: Some(*state),
+                        trigger: req.matching.trigger,
+                        before_id: None,
+                        created_since: req.matching.created_since,
+                        created_until: req.matching.created_until,
+                        limit: u64::from(req.limit) + 1,
+                    })
+                    .await?,
+            );
+        }
+        picked.sort_by(|a, b| a.id.cmp(&b.id));
+        let more = picked.len() > req.limit as usize;
+        picked.truncate(req.limit as usize);
+        let (queued, running): (Vec<run::Model>, Vec<run::Model>) = picked
+            .into_iter()
+            .partition(|r| r.state == RunState::Queued);
+        if req.dry_run {
+            return Ok(Response::new(v1::CancelRunsResponse {
+                queued: u32::try_from(queued.len()).unwrap_or(u32::MAX),
+                running: u32::try_from(running.len()).unwrap_or(u32::MAX),
+                more,
+            }));
+        }
+        let reason = cancel_reason(who.as_ref(), req.reason.as_deref());
+        // The completer takes these together: one statement per batch of its queue.
+        let settled = futures::future::join_all(
+            queued
+                .iter()
+                .map(|r| self.app.completer.settle(cancel_queued(r, reason.clone()))),
+        )
+        .await;
+        let mut cancelled = 0u32;
+        for s in settled {
+            // `None`: dispatched or ended meanwhile; not an error for a bulk cancel.
+            if s?.is_some() {
+                cancelled += 1;
+            }
+        }
+        let ids: Vec<String> = running.iter().map(|r| r.id.clone()).collect();
+        let requested = self
+            .app
+            .store
+            .request_cancel_many(&ids, &reason, &self.app.replica_id)
+            .await?;
+        for id in &requested {
+            self.app.attempts.signal(
+                id,
+                crate::engine::attempts::Signal::Cancel {
+                    reason: Some(reason.clone()),
+                },
+            );
+        }
+        tracing::info!(
+            who = who.as_ref().map_or("open access", |p| p.name.as_str()),
+            job = req.job.as_deref().unwrap_or("any"),
+            queued = cancelled,
+            running = requested.len(),
+            more,
+            "runs cancelled in bulk"
+        );
+        Ok(Response::new(v1::CancelRunsResponse {
+            queued: cancelled,
+            running: u32::try_from(requested.len()).unwrap_or(u32::MAX),
+            more,
+        }))
+    }
+
     async fn pause_job(
         &self,
         req: Request<v1::PauseJobRequest>,
@@ -384,7 +457,7 @@ impl JobService for JobApi {
         let who = self
             .app
             .auth
-            .require(req.metadata(), Role::Operator, "PauseJob")?;
+            .require_request(&req, Role::Operator, "PauseJob")?;
         Ok(Response::new(
             self.set_enabled(&req.into_inner().name, false, who).await?,
         ))
@@ -397,7 +470,7 @@ impl JobService for JobApi {
         let who = self
             .app
             .auth
-            .require(req.metadata(), Role::Operator, "ResumeJob")?;
+            .require_request(&req, Role::Operator, "ResumeJob")?;
         Ok(Response::new(
             self.set_enabled(&req.into_inner().name, true, who).await?,
         ))
@@ -410,7 +483,7 @@ impl JobService for JobApi {
         let who = self
             .app
             .auth
-            .require(req.metadata(), Role::Operator, "UpdateJob")?;
+            .require_request(&req, Role::Operator, "UpdateJob")?;
         let req = requests::UpdateJob::try_from(req.into_inner())?;
         let current = self.job(&req.name)?;
         // Validate the combination that will be in force, so nothing invalid is ever stored.
@@ -447,7 +520,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "ListReports")?;
+            .require_request(&req, Role::Viewer, "ListReports")?;
         let req = req.into_inner();
         let limit = match req.limit {
             0 => 20,
@@ -472,7 +545,7 @@ impl JobService for JobApi {
         let _who = self
             .app
             .auth
-            .require(req.metadata(), Role::Viewer, "GetReport")?;
+            .require_request(&req, Role::Viewer, "GetReport")?;
         let id = require_name("id", &req.into_inner().id)?;
         let r = self
             .app
@@ -481,5 +554,28 @@ impl JobService for JobApi {
             .await?
             .ok_or_else(|| Status::not_found(format!("no report with id '{id}'")))?;
         Ok(Response::new(report_to_proto(&r)))
+    }
+}
+
+/// "cancelled by 'alice': the reason", as the run records it.
+fn cancel_reason(who: Option<&Principal>, reason: Option<&str>) -> String {
+    let by = who.map_or("an operator".to_string(), |p| format!("'{}'", p.name));
+    match reason {
+        None => format!("cancelled by {by}"),
+        Some(r) => format!("cancelled by {by}: {r}"),
+    }
+}
+
+/// The settlement that cancels queued run `r`.
+fn cancel_queued(r: &run::Model, reason: String) -> SettleRow {
+    SettleRow {
+        run_id: r.id.clone(),
+        attempt: r.attempt,
+        settlement: Settlement::Cancelled {
+            reason: Some(reason),
+            summary: None,
+            from_queue: true,
+        },
+        lease_expired_before: None,
     }
 }

@@ -5,7 +5,7 @@ use tonic::Status;
 
 use ticketmax_proto::{struct_to_json, v1};
 
-use crate::lifecycle::{MissedTickPolicy, OverlapPolicy, RunState};
+use crate::lifecycle::{MissedTickPolicy, OverlapPolicy, RunState, Trigger};
 
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_KEY_LEN: usize = 200;
@@ -101,6 +101,57 @@ pub struct ListRuns {
     pub state: Option<RunState>,
     pub page: u32,
     pub before_id: Option<String>,
+    pub matching: Matching,
+}
+
+/// The trigger and creation-time range a list or a bulk cancel is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct Matching {
+    pub trigger: Option<Trigger>,
+    pub created_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Matching {
+    fn parse(
+        trigger: i32,
+        since: Option<&prost_types::Timestamp>,
+        until: Option<&prost_types::Timestamp>,
+    ) -> Result<Self, Status> {
+        let trigger = v1::Trigger::try_from(trigger)
+            .map_err(|_| Status::invalid_argument(format!("unknown trigger {trigger}")))?;
+        let time = |what: &str, t: Option<&prost_types::Timestamp>| {
+            t.map(|t| {
+                ticketmax_proto::from_timestamp(t)
+                    .ok_or_else(|| Status::invalid_argument(format!("{what} is not a valid time")))
+            })
+            .transpose()
+        };
+        let created_since = time("created_since", since)?;
+        let created_until = time("created_until", until)?;
+        if let (Some(a), Some(b)) = (created_since, created_until)
+            && b < a
+        {
+            return Err(Status::invalid_argument(
+                "created_until is before created_since",
+            ));
+        }
+        Ok(Self {
+            trigger: Trigger::from_proto(trigger),
+            created_since,
+            created_until,
+        })
+    }
+}
+
+/// The job filter of a list: empty means every job.
+fn job_filter(job: &str) -> Result<Option<String>, Status> {
+    let job = job.trim();
+    if job.is_empty() {
+        Ok(None)
+    } else {
+        require_name("job", job).map(Some)
+    }
 }
 
 impl TryFrom<v1::ListRunsRequest> for ListRuns {
@@ -128,16 +179,74 @@ impl TryFrom<v1::ListRunsRequest> for ListRuns {
             }
             Some(token.to_string())
         };
-        let job = req.job.trim();
         Ok(Self {
-            job: if job.is_empty() {
-                None
-            } else {
-                Some(require_name("job", job)?)
-            },
+            job: job_filter(&req.job)?,
             state: RunState::from_proto(state),
             page,
             before_id,
+            matching: Matching::parse(
+                req.trigger,
+                req.created_since.as_ref(),
+                req.created_until.as_ref(),
+            )?,
+        })
+    }
+}
+
+pub const DEFAULT_CANCEL_LIMIT: u32 = 1000;
+pub const MAX_CANCEL_LIMIT: u32 = 10_000;
+
+pub struct CancelRuns {
+    pub job: Option<String>,
+    /// The active states to cancel: queued, running, or both.
+    pub states: Vec<RunState>,
+    pub matching: Matching,
+    pub reason: Option<String>,
+    pub dry_run: bool,
+    pub limit: u32,
+}
+
+impl TryFrom<v1::CancelRunsRequest> for CancelRuns {
+    type Error = Status;
+
+    fn try_from(req: v1::CancelRunsRequest) -> Result<Self, Status> {
+        let state = v1::RunState::try_from(req.state)
+            .map_err(|_| Status::invalid_argument(format!("unknown run state {}", req.state)))?;
+        let states = match RunState::from_proto(state) {
+            None => vec![RunState::Queued, RunState::Running],
+            Some(s @ (RunState::Queued | RunState::Running)) => vec![s],
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "only queued or running runs can be cancelled, not {other} ones"
+                )));
+            }
+        };
+        let reason = text("reason", &req.reason)?.trim();
+        if reason.len() > MAX_REASON_LEN {
+            return Err(Status::invalid_argument(format!(
+                "reason is longer than {MAX_REASON_LEN} characters"
+            )));
+        }
+        let limit = match req.limit {
+            0 => DEFAULT_CANCEL_LIMIT,
+            n if n > MAX_CANCEL_LIMIT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit is at most {MAX_CANCEL_LIMIT}"
+                )));
+            }
+            n => n,
+        };
+        Ok(Self {
+            job: job_filter(&req.job)?,
+            states,
+            matching: Matching::parse(
+                req.trigger,
+                req.created_since.as_ref(),
+                req.created_until.as_ref(),
+            )?,
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            dry_run: req.dry_run,
+            limit,
         })
     }
 }

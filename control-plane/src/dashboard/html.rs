@@ -61,7 +61,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, body: &str) -> Str
     };
     let user = match session {
         Some(s) => {
-            let sign_out = if s.token.is_some() {
+            let sign_out = if s.caller.is_some() {
                 format!(
                     "<form method=\"post\" action=\"/logout\" class=\"inline\">\
                      <input type=\"hidden\" name=\"csrf\" value=\"{}\">\

@@ -25,6 +25,7 @@ use ticketmax_proto::v1::{self, job_service_server::JobService};
 
 use crate::{api::JobApi, app::SharedApp, auth::Role};
 
+pub mod filters;
 pub mod html;
 pub mod live;
 pub mod pages;
@@ -32,8 +33,8 @@ pub mod reports;
 pub mod session;
 pub mod settings;
 
+use filters::RunsQuery;
 use html::Nav;
-use pages::RunsQuery;
 use session::{Session, Sessions};
 
 const CSS: &str = include_str!("assets/dashboard.css");
@@ -61,6 +62,10 @@ pub fn router(app: SharedApp, api: Arc<JobApi>) -> Router {
         .route("/logout", post(logout))
         .route("/runs", get(runs))
         .route("/runs/cancel", post(cancel_selected))
+        .route(
+            "/runs/cancel-matching",
+            get(cancel_matching_page).post(cancel_matching),
+        )
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/events", get(run_events))
         .route("/runs/{id}/cancel", post(cancel_run))
@@ -143,13 +148,42 @@ fn with_cookie(mut resp: Response, cookie: Option<String>) -> Response {
 /// with the response), or a redirect to the sign-in page.
 type Gate = Result<(Session, Option<String>), Box<Response>>;
 
+/// The page a store failure on the way to a session shows (the database is down or slow).
+fn store_unavailable(headers: &HeaderMap, e: &crate::store::StoreError) -> Box<Response> {
+    tracing::warn!(error = %e, "dashboard session lookup failed");
+    Box::new(html_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        headers,
+        "Unavailable",
+        Nav::None,
+        None,
+        &pages::error("The control plane cannot reach its database; try again shortly."),
+    ))
+}
+
 impl Dashboard {
-    fn gate(&self, headers: &HeaderMap, here: &str) -> Gate {
-        if let Some(s) = self.sessions.from_headers(headers) {
+    /// The live session the request's cookie names.
+    async fn session(&self, headers: &HeaderMap) -> Result<Option<Session>, Box<Response>> {
+        self.sessions
+            .from_headers(&self.app.store, &self.app.auth, headers)
+            .await
+            .map_err(|e| store_unavailable(headers, &e))
+    }
+
+    /// A new anonymous session (open API only).
+    async fn anonymous(&self, headers: &HeaderMap) -> Result<Session, Box<Response>> {
+        self.sessions
+            .create(&self.app.store, &self.app.auth, None)
+            .await
+            .map_err(|e| store_unavailable(headers, &e))
+    }
+
+    async fn gate(&self, headers: &HeaderMap, here: &str) -> Gate {
+        if let Some(s) = self.session(headers).await? {
             return Ok((s, None));
         }
         if !self.app.auth.api_tokens_configured() {
-            let s = self.sessions.create(None, None);
+            let s = self.anonymous(headers).await?;
             let cookie = self.sessions.set_cookie(&s);
             return Ok((s, Some(cookie)));
         }
@@ -159,7 +193,7 @@ impl Dashboard {
     }
 
     /// The session of a POST, which must exist and carry its CSRF token in `form`.
-    fn gate_post(
+    async fn gate_post(
         &self,
         headers: &HeaderMap,
         form: &[(String, String)],
@@ -174,7 +208,7 @@ impl Dashboard {
                 &pages::error(why),
             ))
         };
-        let Some(session) = self.sessions.from_headers(headers) else {
+        let Some(session) = self.session(headers).await? else {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "No session: sign in again (the form is older than the session, or was sent from elsewhere).",
@@ -212,13 +246,11 @@ impl Dashboard {
     }
 }
 
-/// A request to the API carrying the session's token.
+/// A request to the API as the session's caller.
 fn call<T>(session: &Session, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    if let Some(token) = &session.token
-        && let Ok(v) = format!("Bearer {token}").parse()
-    {
-        req.metadata_mut().insert("authorization", v);
+    if let Some(caller) = &session.caller {
+        req.extensions_mut().insert(caller.clone());
     }
     req
 }
@@ -289,7 +321,7 @@ async fn overview(
     headers: HeaderMap,
     Query(q): Query<OverviewQuery>,
 ) -> Response {
-    let gate = match d.gate(&headers, "/") {
+    let gate = match d.gate(&headers, "/").await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -324,20 +356,12 @@ async fn runs(
     Query(q): Query<RunsQuery>,
 ) -> Response {
     let here = format!("/runs?{}", q.with_page(&q.page));
-    let gate = match d.gate(&headers, &here) {
+    let gate = match d.gate(&headers, &here).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
     let body = async {
-        let state = if q.state.is_empty() {
-            v1::RunState::Unspecified
-        } else {
-            pages::STATES
-                .iter()
-                .find(|(n, _)| *n == q.state)
-                .map(|(_, s)| *s)
-                .ok_or_else(|| Status::invalid_argument(format!("no run state '{}'", q.state)))?
-        };
+        let filters = q.resolve(chrono::Utc::now())?;
         let jobs = d
             .api
             .list_jobs(call(&gate.0, v1::ListJobsRequest::default()))
@@ -346,15 +370,7 @@ async fn runs(
             .jobs;
         let page = d
             .api
-            .list_runs(call(
-                &gate.0,
-                v1::ListRunsRequest {
-                    job: q.job.clone(),
-                    state: state.into(),
-                    page_size: 50,
-                    page_token: q.page.clone(),
-                },
-            ))
+            .list_runs(call(&gate.0, q.list_request(&filters, 50)))
             .await?
             .into_inner();
         Ok(pages::runs(&gate.0, &q, &jobs, &page))
@@ -364,7 +380,10 @@ async fn runs(
 }
 
 async fn run(State(d): State<Dashboard>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let gate = match d.gate(&headers, &format!("/runs/{}", html::url_param(&id))) {
+    let gate = match d
+        .gate(&headers, &format!("/runs/{}", html::url_param(&id)))
+        .await
+    {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -397,10 +416,14 @@ async fn run_events(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let session = match d.sessions.from_headers(&headers) {
-        Some(s) => s,
-        None if !d.app.auth.api_tokens_configured() => d.sessions.create(None, None),
-        None => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
+    let session = match d.session(&headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) if !d.app.auth.api_tokens_configured() => match d.anonymous(&headers).await {
+            Ok(s) => s,
+            Err(r) => return *r,
+        },
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
+        Err(r) => return *r,
     };
     let after_seq = live::resume_after(
         headers.get("last-event-id").and_then(|v| v.to_str().ok()),
@@ -433,7 +456,7 @@ async fn job(
     Query(preview): Query<settings::PreviewQuery>,
 ) -> Response {
     let name = format!("{service}/{task}");
-    let gate = match d.gate(&headers, &format!("/jobs/{name}")) {
+    let gate = match d.gate(&headers, &format!("/jobs/{name}")).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -480,7 +503,7 @@ async fn report_list(
     headers: HeaderMap,
     Query(q): Query<ReportsQuery>,
 ) -> Response {
-    let gate = match d.gate(&headers, "/reports") {
+    let gate = match d.gate(&headers, "/reports").await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -524,7 +547,10 @@ async fn report(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let gate = match d.gate(&headers, &format!("/reports/{}", html::url_param(&id))) {
+    let gate = match d
+        .gate(&headers, &format!("/reports/{}", html::url_param(&id)))
+        .await
+    {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -589,7 +615,7 @@ async fn report(
                     .iter()
                     .filter(|r| r.period < report.period)
                     .max_by(|a, b| a.period.cmp(&b.period));
-                Ok(reports::page(&report, previous))
+                Ok(reports::page(&report, previous, &same_kind))
             }
             .await;
             d.page(&headers, gate, "Report", Nav::Reports, body)
@@ -642,7 +668,15 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> R
             if let Some(p) = &principal {
                 tracing::info!(who = %p.name, "dashboard sign-in");
             }
-            let session = d.sessions.create(Some(token), principal);
+            let token_hash = principal.as_ref().map(|_| crate::auth::sha256_hex(&token));
+            let session = match d
+                .sessions
+                .create(&d.app.store, &d.app.auth, token_hash)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return *store_unavailable(&headers, &e),
+            };
             with_cookie(
                 Redirect::to(&next).into_response(),
                 Some(d.sessions.set_cookie(&session)),
@@ -664,11 +698,13 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> R
 
 async fn logout(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> Response {
     let form = parse_form(&body);
-    let session = match d.gate_post(&headers, &form) {
+    let session = match d.gate_post(&headers, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    d.sessions.remove(&session.id);
+    if let Err(e) = d.sessions.remove(&d.app.store, &session.id).await {
+        return *store_unavailable(&headers, &e);
+    }
     with_cookie(
         Redirect::to("/login").into_response(),
         Some(d.sessions.clear_cookie()),
@@ -703,7 +739,7 @@ async fn job_action(
     body: Bytes,
 ) -> Response {
     let form = parse_form(&body);
-    let session = match d.gate_post(&headers, &form) {
+    let session = match d.gate_post(&headers, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -751,7 +787,7 @@ async fn cancel_run(
     body: Bytes,
 ) -> Response {
     let form = parse_form(&body);
-    let session = match d.gate_post(&headers, &form) {
+    let session = match d.gate_post(&headers, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -769,10 +805,90 @@ async fn cancel_run(
     after_action(&headers, &session, result)
 }
 
+/// "Cancel all matching": counts what the runs list's filters match (a dry run of the same
+/// `CancelRuns` the button sends), and shows the count with the button.
+async fn cancel_matching_page(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    let here = format!("/runs/cancel-matching?{}", q.with_page(""));
+    let gate = match d.gate(&headers, &here).await {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let now = chrono::Utc::now();
+    let body = async {
+        let filters = q.resolve(now)?;
+        // Finished runs cannot be cancelled: under such a state filter nothing matches.
+        let active = [
+            v1::RunState::Unspecified,
+            v1::RunState::Queued,
+            v1::RunState::Running,
+        ];
+        if !active.contains(&filters.state) {
+            let none = v1::CancelRunsResponse::default();
+            return Ok(pages::cancel_matching(&gate.0, &q, &none, now));
+        }
+        let counted = d
+            .api
+            .cancel_runs(call(
+                &gate.0,
+                q.cancel_request(&filters, now, String::new(), true),
+            ))
+            .await?
+            .into_inner();
+        Ok(pages::cancel_matching(&gate.0, &q, &counted, now))
+    }
+    .await;
+    d.page(&headers, gate, "Cancel all matching", Nav::Runs, body)
+}
+
+/// Cancels what the confirmation counted: the same filters, created before the instant the
+/// count was shown.
+async fn cancel_matching(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = parse_form(&body);
+    let session = match d.gate_post(&headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let q = RunsQuery::from_form(&form);
+    let result = async {
+        let shown_at = field(&form, "shown_at")
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .ok_or_else(|| Status::invalid_argument("the confirmation's count time is missing"))?;
+        let filters = q.resolve(shown_at)?;
+        let reason = match field(&form, "reason").map(str::trim) {
+            Some(r) if !r.is_empty() => format!("from the dashboard: {r}"),
+            _ => "from the dashboard".to_owned(),
+        };
+        d.api
+            .cancel_runs(call(
+                &session,
+                q.cancel_request(&filters, shown_at, reason, false),
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+    .await;
+    match result {
+        Ok(done) => html_page(
+            StatusCode::OK,
+            &headers,
+            "Cancelled",
+            Nav::Runs,
+            Some(&session),
+            &pages::cancelled_matching(&q, &done),
+        ),
+        Err(status) => after_action(&headers, &session, Err(status)),
+    }
+}
+
 /// Cancels every selected run that is still queued or running; the others are left alone.
 async fn cancel_selected(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> Response {
     let form = parse_form(&body);
-    let session = match d.gate_post(&headers, &form) {
+    let session = match d.gate_post(&headers, &form).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

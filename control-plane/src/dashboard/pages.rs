@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use ticketmax_proto::{struct_to_json, v1};
 
+use super::filters::RunsQuery;
 use super::html::{
     self, action_button, csrf_field, duration, esc, schedule_words, state_badge, time,
     trigger_name, url_param,
@@ -218,44 +219,6 @@ pub fn runs_table(runs: &[v1::Run], select: bool) -> String {
     b
 }
 
-/// The filters of the runs list, as they travel in the URL.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-pub struct RunsQuery {
-    #[serde(default)]
-    pub job: String,
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub page: String,
-}
-
-impl RunsQuery {
-    /// The query string of these filters on another page (`page` replaced).
-    pub fn with_page(&self, page: &str) -> String {
-        let mut parts = Vec::new();
-        for (k, v) in [("job", &self.job), ("state", &self.state)] {
-            if !v.is_empty() {
-                parts.push(format!("{k}={}", url_param(v)));
-            }
-        }
-        if !page.is_empty() {
-            parts.push(format!("page={}", url_param(page)));
-        }
-        parts.join("&")
-    }
-}
-
-/// The state filter's choices: the URL spelling and the API's state.
-pub const STATES: [(&str, v1::RunState); 7] = [
-    ("queued", v1::RunState::Queued),
-    ("running", v1::RunState::Running),
-    ("succeeded", v1::RunState::Succeeded),
-    ("failed", v1::RunState::Failed),
-    ("cancelled", v1::RunState::Cancelled),
-    ("timed-out", v1::RunState::TimedOut),
-    ("skipped", v1::RunState::Skipped),
-];
-
 /// The runs list: filters, one keyset page, the link to the next one; cancel of the selection
 /// for sessions that may write.
 pub fn runs(
@@ -264,34 +227,16 @@ pub fn runs(
     jobs: &[v1::Job],
     page: &v1::ListRunsResponse,
 ) -> String {
-    let mut b =
-        String::from("<h1>Runs</h1><form method=\"get\" action=\"/runs\" class=\"filters\">");
-    b.push_str("<label>Job <select name=\"job\" data-autosubmit><option value=\"\">all</option>");
-    for j in jobs {
-        let _ = write!(
-            b,
-            "<option value=\"{0}\"{1}>{0}</option>",
-            esc(&j.name),
-            if j.name == q.job { " selected" } else { "" }
-        );
-    }
-    b.push_str("</select></label><label>State <select name=\"state\" data-autosubmit><option value=\"\">all</option>");
-    for (name, _) in STATES {
-        let _ = write!(
-            b,
-            "<option value=\"{name}\"{}>{name}</option>",
-            if name == q.state { " selected" } else { "" }
-        );
-    }
-    b.push_str("</select></label><noscript><button>Filter</button></noscript>");
-    b.push_str(&refresh_picker());
-    b.push_str("</form>");
+    let mut b = String::from("<h1>Runs</h1>");
+    b.push_str(&q.form(jobs, &refresh_picker()));
     if session.can_write() {
         let _ = write!(
             b,
             "<form id=\"bulk\" method=\"post\" action=\"/runs/cancel\" class=\"bulk\">{}\
-             <button type=\"submit\" data-confirm-selected>Cancel selected</button></form>",
-            csrf_field(session)
+             <button type=\"submit\" data-confirm-selected>Cancel selected</button> \
+             <a class=\"button\" href=\"/runs/cancel-matching?{}\">Cancel all matching…</a></form>",
+            csrf_field(session),
+            esc(&q.with_page(""))
         );
     }
     if page.runs.is_empty() {
@@ -538,5 +483,79 @@ pub fn error(message: &str) -> String {
     format!(
         "<h1>Not possible</h1><p class=\"err\" role=\"alert\">{}</p><p><a href=\"/\">Overview</a></p>",
         esc(message)
+    )
+}
+
+/// "Cancel everything matching": the count first, then one button that acts on what was
+/// counted (runs created after the count are left alone).
+pub fn cancel_matching(
+    session: &Session,
+    q: &RunsQuery,
+    counted: &v1::CancelRunsResponse,
+    shown_at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let total = counted.queued + counted.running;
+    let mut b = format!(
+        "<h1>Cancel all matching</h1><p>Filters: <strong>{}</strong>.</p>",
+        esc(&q.describe())
+    );
+    let back = format!("/runs?{}", q.with_page(""));
+    if total == 0 {
+        let _ = write!(
+            b,
+            "<p class=\"count\" data-count=\"0\">No queued or running run matches: nothing to cancel.</p>\
+             <p><a href=\"{}\">Back to the runs</a></p>",
+            esc(&back)
+        );
+        return b;
+    }
+    let _ = write!(
+        b,
+        "<p class=\"count\" data-count=\"{total}\"><strong>{total}</strong> run{} match: \
+         {} queued (cancelled at once) and {} running (their executors are asked to stop){}.</p>",
+        if total == 1 { "" } else { "s" },
+        counted.queued,
+        counted.running,
+        if counted.more {
+            " — more match than one pass takes; run it again for the rest"
+        } else {
+            ""
+        }
+    );
+    if session.can_write() {
+        let _ = write!(
+            b,
+            "<form method=\"post\" action=\"/runs/cancel-matching\">{}{}\
+             <input type=\"hidden\" name=\"shown_at\" value=\"{}\">\
+             <label>Reason <input type=\"text\" name=\"reason\" maxlength=\"400\"></label> \
+             <button type=\"submit\" class=\"danger\">Cancel {total} run{}</button> \
+             <a href=\"{}\">Back</a></form>",
+            csrf_field(session),
+            q.hidden_fields(),
+            shown_at.timestamp_micros(),
+            if total == 1 { "" } else { "s" },
+            esc(&back)
+        );
+    }
+    b
+}
+
+/// What a bulk cancel did.
+pub fn cancelled_matching(q: &RunsQuery, done: &v1::CancelRunsResponse) -> String {
+    format!(
+        "<h1>Cancelled</h1><p class=\"count\" data-cancelled=\"{}\" data-requested=\"{}\">\
+         {} queued run{} cancelled; cancellation requested for {} running.{}</p>\
+         <p><a href=\"/runs?{}\">Back to the runs</a></p>",
+        done.queued,
+        done.running,
+        done.queued,
+        if done.queued == 1 { "" } else { "s" },
+        done.running,
+        if done.more {
+            " More runs match: count again to go on."
+        } else {
+            ""
+        },
+        esc(&q.with_page(""))
     )
 }

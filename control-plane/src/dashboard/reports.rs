@@ -1,5 +1,6 @@
 //! Reports: the list by kind and period, and one report rendered as tables beside the previous
-//! period of the same kind, with the change of every number; downloads as JSON and CSV.
+//! period of the same kind, with the change of every number, and charts of each number across
+//! the latest periods; downloads as JSON and CSV.
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -99,8 +100,9 @@ pub fn csv(r: &v1::Report) -> String {
 }
 
 /// One report: its fields as a table beside the previous period's, with the change of each
-/// number; a bar per number scaled to the larger of the two periods.
-pub fn page(r: &v1::Report, previous: Option<&v1::Report>) -> String {
+/// number and a pair of bars (this period, the previous) scaled to the larger of the two; then
+/// the history of each number across the latest periods of the kind (`same_kind`).
+pub fn page(r: &v1::Report, previous: Option<&v1::Report>, same_kind: &[v1::Report]) -> String {
     let body = r.body.as_ref().map(struct_to_json).unwrap_or(Value::Null);
     let prev = previous
         .and_then(|p| p.body.as_ref())
@@ -135,7 +137,7 @@ pub fn page(r: &v1::Report, previous: Option<&v1::Report>) -> String {
     );
     let _ = write!(
         b,
-        "<table class=\"report\"><thead><tr><th>Field</th><th>{}</th><th>{}</th><th>Change</th><th></th></tr></thead><tbody>",
+        "<table class=\"report\"><thead><tr><th>Field</th><th>{}</th><th>{}</th><th>Change</th><th class=\"muted\">this / previous</th></tr></thead><tbody>",
         esc(&r.period),
         previous_label
     );
@@ -150,10 +152,16 @@ pub fn page(r: &v1::Report, previous: Option<&v1::Report>) -> String {
                     String::new()
                 };
                 let top = now.abs().max(then.abs()).max(f64::MIN_POSITIVE);
-                let step = ((now.abs() / top) * 10.0).ceil().clamp(1.0, 10.0) as u32;
+                let step = |x: f64| ((x.abs() / top) * 10.0).ceil().clamp(1.0, 10.0) as u32;
                 (
                     format!("{}{pct}", trim_number(delta, true)),
-                    format!("<span class=\"hbar w{step}\"></span>"),
+                    format!(
+                        "<span class=\"pair\"><span class=\"hbar w{}\" title=\"{}\"></span>\
+                         <span class=\"hbar prev w{}\" title=\"previous\"></span></span>",
+                        step(now),
+                        esc(&r.period),
+                        step(then)
+                    ),
                 )
             }
             (Some(_), None) => ("new".to_owned(), String::new()),
@@ -169,6 +177,92 @@ pub fn page(r: &v1::Report, previous: Option<&v1::Report>) -> String {
         );
     }
     b.push_str("</tbody></table>");
+    b.push_str(&history(r, same_kind));
+    b
+}
+
+/// How many periods the history charts show, ending with the report's own.
+const HISTORY: usize = 12;
+
+/// A bar chart per number of the report (the first eight) across the latest periods of its
+/// kind up to its own, which is highlighted; each bar says its period and value on hover.
+/// Inline SVG with presentation attributes only, so the content security policy holds.
+fn history(r: &v1::Report, same_kind: &[v1::Report]) -> String {
+    let mut periods: Vec<&v1::Report> = same_kind
+        .iter()
+        .filter(|o| o.period <= r.period && o.id != r.id)
+        .collect();
+    periods.push(r);
+    periods.sort_by(|a, b| a.period.cmp(&b.period));
+    periods.dedup_by(|a, b| a.period == b.period);
+    let periods = &periods[periods.len().saturating_sub(HISTORY)..];
+    if periods.len() < 2 {
+        return String::new();
+    }
+    let bodies: Vec<std::collections::HashMap<String, Value>> = periods
+        .iter()
+        .map(|p| {
+            flatten(&p.body.as_ref().map(struct_to_json).unwrap_or(Value::Null))
+                .into_iter()
+                .collect()
+        })
+        .collect();
+    let body = r.body.as_ref().map(struct_to_json).unwrap_or(Value::Null);
+    let fields: Vec<String> = flatten(&body)
+        .into_iter()
+        .filter(|(_, v)| v.is_number())
+        .map(|(k, _)| k)
+        .take(8)
+        .collect();
+    if fields.is_empty() {
+        return String::new();
+    }
+    let (w, h, gap) = (16.0_f64, 48.0_f64, 4.0_f64);
+    let mut b = format!(
+        "<h2>History</h2><p class=\"muted\">The last {} periods of {}; this one is highlighted.</p>\
+         <div class=\"history\">",
+        periods.len(),
+        esc(&r.kind)
+    );
+    for field in &fields {
+        let values: Vec<Option<f64>> = bodies
+            .iter()
+            .map(|m| m.get(field).and_then(Value::as_f64))
+            .collect();
+        let top = values
+            .iter()
+            .flatten()
+            .fold(0.0_f64, |m, v| m.max(v.abs()))
+            .max(f64::MIN_POSITIVE);
+        let width = periods.len() as f64 * (w + gap);
+        let _ = write!(
+            b,
+            "<figure><svg viewBox=\"0 0 {width} {h}\" width=\"{width}\" height=\"{h}\" role=\"img\" \
+             aria-label=\"{f} over {n} periods\">",
+            f = esc(field),
+            n = periods.len()
+        );
+        for (i, (p, v)) in periods.iter().zip(&values).enumerate() {
+            let Some(v) = v else { continue };
+            let bar = (v.abs() / top * (h - 2.0)).max(1.0);
+            let _ = write!(
+                b,
+                "<rect class=\"{cls}\" x=\"{x}\" y=\"{y:.1}\" width=\"{w}\" height=\"{bar:.1}\" data-period=\"{period}\">\
+                 <title>{period}: {value}</title></rect>",
+                cls = if p.id == r.id { "now" } else { "then" },
+                x = i as f64 * (w + gap),
+                y = h - bar,
+                period = esc(&p.period),
+                value = esc(&trim_number(*v, false)),
+            );
+        }
+        let _ = write!(
+            b,
+            "</svg><figcaption><code>{}</code></figcaption></figure>",
+            esc(field)
+        );
+    }
+    b.push_str("</div>");
     b
 }
 
@@ -215,13 +309,37 @@ mod tests {
             "2026-11-27",
             json!({"bookings": 100, "revenue": {"NGN": 500}}),
         );
-        let html = page(&now, Some(&before));
+        let later = report("r3", "2026-11-29", json!({"bookings": 999}));
+        let all = [later, now.clone(), before.clone()];
+        let html = page(&now, Some(&before), &all);
         assert!(html.contains("+20 (+20.0%)"), "{html}");
         assert!(html.contains("<code>revenue.NGN</code>"), "{html}");
         assert!(html.contains("&lt;b&gt;"), "escaped: {html}");
         assert!(html.contains("2026-11-27"));
-        let alone = page(&now, None);
+        // This period's bar is full, the previous one's 100/120 of it.
+        assert!(
+            html.contains("class=\"hbar w10\"") && html.contains("class=\"hbar prev w9\""),
+            "{html}"
+        );
+        // The history: the two periods up to this one, oldest first, this one highlighted; a
+        // later period is not this report's history; text fields have no chart.
+        assert!(html.contains("<h2>History</h2>"), "{html}");
+        let bars: Vec<&str> = html
+            .match_indices("data-period=\"")
+            .map(|(i, _)| &html[i + 13..i + 23])
+            .collect();
+        assert_eq!(
+            bars,
+            ["2026-11-27", "2026-11-28", "2026-11-27", "2026-11-28"],
+            "{html}"
+        );
+        assert!(html.contains("<title>2026-11-28: 120</title>"), "{html}");
+        assert!(html.contains("class=\"now\""), "{html}");
+        assert!(!html.contains("999"), "{html}");
+        assert!(!html.contains("<figcaption><code>note"), "{html}");
+        let alone = page(&now, None, &[]);
         assert!(alone.contains("no previous period"));
+        assert!(!alone.contains("History"), "one period has no history");
     }
 
     #[test]

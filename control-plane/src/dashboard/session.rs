@@ -1,21 +1,23 @@
-//! Dashboard sessions: a sign-in with an API token creates a session held in this replica's
-//! memory (the token never goes back to the browser), named by a random id in an HttpOnly,
-//! SameSite=Strict cookie (Secure when the HTTP port serves TLS) that expires. Each session
-//! has its own CSRF token, which every state-changing form must carry.
+//! Dashboard sessions: a sign-in with an API token creates a session, named by a random id in
+//! an HttpOnly, SameSite=Strict cookie (Secure when the HTTP port serves TLS) that expires.
+//! Each session has its own CSRF token, which every state-changing form must carry.
+//!
+//! Sessions are rows of the control plane's database ([`crate::store::sessions`]), so a
+//! sign-in holds on every replica behind a load balancer and a sign-out ends it everywhere.
+//! Neither the token nor the session id is stored: only their SHA-256 digests. The dashboard
+//! calls the API with the session's token digest ([`SessionCaller`]); who that is comes from
+//! the replica's configured tokens at each request, so a revoked token ends its sessions.
 //!
 //! With no API tokens configured the API is open, and so is the dashboard: a visitor gets an
 //! anonymous session on the first page (for the CSRF token) and acts as nobody in particular,
 //! like an unauthenticated gRPC caller.
-//!
-//! Sessions live in one replica's memory: behind a load balancer, sign-ins stick to a replica
-//! or sign in again (a restart signs everyone out, by design: nothing secret is persisted).
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
+use chrono::Utc;
 
-use crate::auth::{Principal, Role};
+use crate::auth::{Auth, Principal, Role, SessionCaller, sha256_hex};
+use crate::store::{Store, StoreError, sessions::StoredSession};
 
 /// The cookie that names a session.
 pub const COOKIE: &str = "tm_session";
@@ -24,12 +26,11 @@ pub const COOKIE: &str = "tm_session";
 #[derive(Clone, Debug)]
 pub struct Session {
     pub id: String,
-    /// The API token the session acts with; `None` on an open API.
-    pub token: Option<String>,
+    /// What the session calls the API as; `None` on an open API.
+    pub caller: Option<SessionCaller>,
     /// Who the token belongs to; `None` on an open API.
     pub principal: Option<Principal>,
     pub csrf: String,
-    expires: Instant,
 }
 
 impl Session {
@@ -62,68 +63,62 @@ impl Session {
     }
 }
 
-/// The sessions of this replica.
+/// The sessions, as this replica sees them.
 pub struct Sessions {
     ttl: Duration,
     secure: bool,
-    by_id: Mutex<HashMap<String, Session>>,
 }
-
-/// At most this many sessions are kept; beyond it the oldest expire first.
-const MAX_SESSIONS: usize = 10_000;
 
 impl Sessions {
     pub fn new(ttl: Duration, secure: bool) -> Self {
-        Self {
-            ttl,
-            secure,
-            by_id: Mutex::new(HashMap::new()),
-        }
+        Self { ttl, secure }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_id
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A new session acting with `token` as `principal`.
-    pub fn create(&self, token: Option<String>, principal: Option<Principal>) -> Session {
-        let now = Instant::now();
-        let session = Session {
-            id: random_token(),
-            token,
-            principal,
+    /// A new session acting with the token whose digest is `token_hash` (`None`: open API).
+    pub async fn create(
+        &self,
+        store: &Store,
+        auth: &Auth,
+        token_hash: Option<String>,
+    ) -> Result<Session, StoreError> {
+        let now = Utc::now();
+        let id = random_token();
+        let stored = StoredSession {
+            token_hash,
             csrf: random_token(),
-            expires: now + self.ttl,
+            expires_at: now + chrono::Duration::from_std(self.ttl).unwrap_or_default(),
         };
-        let mut map = self.lock();
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.values().min_by_key(|s| s.expires).map(|s| s.id.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(session.id.clone(), session.clone());
-        session
+        store.create_session(&sha256_hex(&id), &stored, now).await?;
+        Ok(session_of(id, stored, auth))
     }
 
-    /// The live session the request's cookie names.
-    pub fn from_headers(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, COOKIE)?;
-        let mut map = self.lock();
-        match map.get(id) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(id);
-                None
-            }
-            None => None,
-        }
+    /// The live session the request's cookie names, if its token is still configured.
+    pub async fn from_headers(
+        &self,
+        store: &Store,
+        auth: &Auth,
+        headers: &HeaderMap,
+    ) -> Result<Option<Session>, StoreError> {
+        let Some(id) = cookie(headers, COOKIE).filter(|id| !id.is_empty() && id.len() <= 128)
+        else {
+            return Ok(None);
+        };
+        let Some(stored) = store.find_session(&sha256_hex(id), Utc::now()).await? else {
+            return Ok(None);
+        };
+        let session = session_of(id.to_owned(), stored, auth);
+        // A session whose token was revoked (or that was opened while the API was open and
+        // tokens have been configured since) no longer stands for anyone.
+        let valid = match (&session.caller, auth.api_tokens_configured()) {
+            (Some(_), true) => session.principal.is_some(),
+            (None, configured) => !configured,
+            (Some(_), false) => false,
+        };
+        Ok(valid.then_some(session))
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    pub async fn remove(&self, store: &Store, id: &str) -> Result<(), StoreError> {
+        store.delete_session(&sha256_hex(id)).await
     }
 
     /// The `Set-Cookie` value that hands `session` to the browser.
@@ -142,6 +137,21 @@ impl Sessions {
             "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
             if self.secure { "; Secure" } else { "" }
         )
+    }
+}
+
+fn session_of(id: String, stored: StoredSession, auth: &Auth) -> Session {
+    let principal = stored
+        .token_hash
+        .as_deref()
+        .and_then(|h| auth.principal_for_hash(h));
+    Session {
+        id,
+        caller: stored
+            .token_hash
+            .map(|token_hash| SessionCaller { token_hash }),
+        principal,
+        csrf: stored.csrf,
     }
 }
 
@@ -179,28 +189,159 @@ mod tests {
         h
     }
 
-    #[test]
-    fn a_session_is_found_by_its_cookie_and_only_while_it_lives() {
-        let sessions = Sessions::new(Duration::from_millis(50), false);
-        let s = sessions.create(Some("t".into()), None);
+    /// A migrated SQLite store in a fresh directory (the Postgres side is covered by the
+    /// dashboard scenarios, which sign in on one replica and act on another).
+    async fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tm-sessions-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("cp.db").display());
+        let store = Store::connect(&url).await.expect("sqlite");
+        store.migrate().await.expect("migrations");
+        (store, dir)
+    }
+
+    const VIEW: &str = "view-secret";
+    const OP: &str = "op-secret";
+
+    fn auth() -> Auth {
+        let tokens = format!(
+            "dash:viewer:{},alice:operator:{}",
+            sha256_hex(VIEW),
+            sha256_hex(OP)
+        );
+        Auth::new(Some(&tokens), None, 60).expect("tokens")
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_by_its_cookie_only_while_it_lives_and_until_signed_out() {
+        let (store, dir) = store().await;
+        let auth = auth();
+        let sessions = Sessions::new(Duration::from_millis(300), false);
+        let s = sessions
+            .create(&store, &auth, Some(sha256_hex(OP)))
+            .await
+            .expect("created");
+        let cookie = format!("a=b; {COOKIE}={}; c=d", s.id);
         let found = sessions
-            .from_headers(&headers(&format!("a=b; {COOKIE}={}; c=d", s.id)))
+            .from_headers(&store, &auth, &headers(&cookie))
+            .await
+            .expect("read")
             .expect("the session");
         assert_eq!(found.id, s.id);
-        assert!(sessions.from_headers(&headers("tm_session=nope")).is_none());
-        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(found.csrf, s.csrf);
+        assert_eq!(found.who(), "alice (operator)");
+        // Another replica (another `Sessions` over the same store) knows it too.
+        let elsewhere = Sessions::new(Duration::from_millis(300), false);
+        assert!(
+            elsewhere
+                .from_headers(&store, &auth, &headers(&cookie))
+                .await
+                .expect("read")
+                .is_some()
+        );
+        for wrong in ["tm_session=nope", "tm_session=", "other=1"] {
+            assert!(
+                sessions
+                    .from_headers(&store, &auth, &headers(wrong))
+                    .await
+                    .expect("read")
+                    .is_none(),
+                "{wrong}"
+            );
+        }
+        // The table holds digests, never the id.
+        let raw: Vec<String> = sea_orm::ConnectionTrait::query_all_raw(
+            store.connection(),
+            sea_orm::Statement::from_string(
+                store.backend(),
+                "SELECT id_hash FROM dashboard_sessions",
+            ),
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.try_get::<String>("", "id_hash").expect("id_hash"))
+        .collect();
+        assert_eq!(raw, vec![sha256_hex(&s.id)]);
+
+        let other = sessions
+            .create(&store, &auth, Some(sha256_hex(VIEW)))
+            .await
+            .expect("created");
+        elsewhere.remove(&store, &other.id).await.expect("removed");
         assert!(
             sessions
-                .from_headers(&headers(&format!("{COOKIE}={}", s.id)))
+                .from_headers(&store, &auth, &headers(&format!("{COOKIE}={}", other.id)))
+                .await
+                .expect("read")
+                .is_none(),
+            "signed out on another replica is signed out here"
+        );
+
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            sessions
+                .from_headers(&store, &auth, &headers(&cookie))
+                .await
+                .expect("read")
                 .is_none(),
             "an expired session is gone"
         );
+        assert_eq!(
+            store
+                .delete_expired_sessions(Utc::now())
+                .await
+                .expect("deleted"),
+            1
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn cookies_are_http_only_strict_and_secure_under_tls() {
+    #[tokio::test]
+    async fn a_revoked_token_ends_its_sessions_and_an_open_session_ends_when_tokens_arrive() {
+        let (store, dir) = store().await;
+        let sessions = Sessions::new(Duration::from_secs(60), false);
+        let s = sessions
+            .create(&store, &auth(), Some(sha256_hex(OP)))
+            .await
+            .expect("created");
+        let cookie = headers(&format!("{COOKIE}={}", s.id));
+        // The same database, a replica configured without alice's token.
+        let revoked = Auth::new(Some(&format!("dash:viewer:{}", sha256_hex(VIEW))), None, 60)
+            .expect("tokens");
+        assert!(
+            sessions
+                .from_headers(&store, &revoked, &cookie)
+                .await
+                .expect("read")
+                .is_none()
+        );
+        let open = Auth::new(None, None, 60).expect("no tokens");
+        let anonymous = sessions.create(&store, &open, None).await.expect("created");
+        let anon_cookie = headers(&format!("{COOKIE}={}", anonymous.id));
+        assert!(
+            sessions
+                .from_headers(&store, &open, &anon_cookie)
+                .await
+                .expect("read")
+                .is_some_and(|s| s.can_write() && s.who() == "open access")
+        );
+        assert!(
+            sessions
+                .from_headers(&store, &auth(), &anon_cookie)
+                .await
+                .expect("read")
+                .is_none(),
+            "an anonymous session is worth nothing once tokens are configured"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn cookies_are_http_only_strict_and_secure_under_tls() {
+        let (store, dir) = store().await;
         let plain = Sessions::new(Duration::from_secs(600), false);
-        let s = plain.create(None, None);
+        let s = plain.create(&store, &auth(), None).await.expect("created");
         let c = plain.set_cookie(&s);
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=600")
@@ -209,39 +350,30 @@ mod tests {
         let tls = Sessions::new(Duration::from_secs(600), true);
         assert!(tls.set_cookie(&s).ends_with("; Secure"));
         assert!(tls.clear_cookie().contains("Max-Age=0"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn csrf_tokens_differ_per_session_and_must_match_exactly() {
+    #[tokio::test]
+    async fn csrf_tokens_differ_per_session_and_must_match_exactly() {
+        let (store, dir) = store().await;
+        let auth = auth();
         let sessions = Sessions::new(Duration::from_secs(60), false);
-        let (a, b) = (sessions.create(None, None), sessions.create(None, None));
+        let a = sessions
+            .create(&store, &auth, Some(sha256_hex(VIEW)))
+            .await
+            .expect("created");
+        let b = sessions
+            .create(&store, &auth, Some(sha256_hex(OP)))
+            .await
+            .expect("created");
         assert_ne!(a.csrf, b.csrf);
         assert_eq!(a.csrf.len(), 64);
         assert!(a.csrf_matches(&a.csrf.clone()));
         assert!(!a.csrf_matches(&b.csrf));
         assert!(!a.csrf_matches(""));
-    }
-
-    #[test]
-    fn viewers_cannot_write_operators_and_open_access_can() {
-        let sessions = Sessions::new(Duration::from_secs(60), false);
-        let viewer = sessions.create(
-            Some("v".into()),
-            Some(Principal {
-                name: "dash".into(),
-                role: Role::Viewer,
-            }),
-        );
-        assert!(!viewer.can_write());
-        assert_eq!(viewer.who(), "dash (viewer)");
-        let operator = sessions.create(
-            Some("o".into()),
-            Some(Principal {
-                name: "alice".into(),
-                role: Role::Operator,
-            }),
-        );
-        assert!(operator.can_write());
-        assert!(sessions.create(None, None).can_write());
+        assert!(!a.can_write());
+        assert_eq!(a.who(), "dash (viewer)");
+        assert!(b.can_write());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -4,6 +4,8 @@
 //! the newest `TICKETMAX_RUN_RETENTION_KEEP` runs of a job, the newest tick of a job (the
 //! sweeper's cursor), nor a tick inside the largest catch-up window.
 //!
+//! It also deletes expired dashboard sessions.
+//!
 //! It runs on a cron schedule (`TICKETMAX_CLEANER_SCHEDULE`, by default every 10 minutes)
 //! driven by tokio-cron-scheduler: half a second of jitter is nothing for a cleaner, and an
 //! operator can move the work to quiet hours with the cron syntax they know.
@@ -88,6 +90,11 @@ impl Service for Cleaner {
 
     async fn run_once(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.last_deleted = 0;
+        // Expired dashboard sessions are refused when read; this only takes the rows away.
+        let sessions = self.app.store.delete_expired_sessions(now).await?;
+        if sessions > 0 {
+            tracing::info!(sessions, "expired dashboard sessions deleted");
+        }
         if self.retention.days == 0 {
             return Ok(());
         }

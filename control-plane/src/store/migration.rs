@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(Engine),
             Box::new(ExecutorSessions),
             Box::new(QueuedIndex),
+            Box::new(DashboardSessions),
         ]
     }
 }
@@ -373,5 +374,52 @@ impl MigrationTrait for QueuedIndex {
             .execute_unprepared("DROP INDEX runs_queued_id")
             .await?;
         Ok(())
+    }
+}
+
+/// Dashboard sessions in the database, so a sign-in holds on every replica behind a load
+/// balancer and a sign-out ends it everywhere. Nothing secret is stored: the session id and
+/// the API token appear only as SHA-256 digests (the token's is the one `TICKETMAX_API_TOKENS`
+/// already holds), so reading this table neither signs anyone in nor reveals a token.
+struct DashboardSessions;
+
+impl MigrationName for DashboardSessions {
+    fn name(&self) -> &str {
+        "m20261204_000005_dashboard_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DashboardSessions {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Alias::new("dashboard_sessions"))
+                .if_not_exists()
+                .col(text("id_hash").primary_key())
+                .col(text_null("token_hash"))
+                .col(text("csrf"))
+                .col(ts("created_at"))
+                .col(ts("expires_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index(
+            "dashboard_sessions_expires",
+            "dashboard_sessions",
+            &["expires_at"],
+            false,
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(
+            Table::drop()
+                .table(Alias::new("dashboard_sessions"))
+                .to_owned(),
+        )
+        .await
     }
 }

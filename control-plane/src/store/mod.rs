@@ -1,5 +1,5 @@
 //! The control plane's database: the source of truth for jobs, runs, run events, executors,
-//! reports and leases, one module per aggregate. Every change of a run's state is a
+//! reports, leases and dashboard sessions, one module per aggregate. Every change of a run's state is a
 //! conditional `UPDATE` that re-checks the state (and the attempt, as a fencing token), so
 //! concurrent replicas, late executors and operators can race without corrupting a run.
 //!
@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod migration;
 pub mod reports;
 pub mod runs;
+pub mod sessions;
 
 use std::{sync::Arc, time::Duration};
 

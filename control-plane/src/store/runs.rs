@@ -407,6 +407,48 @@ impl Store {
         Ok(done)
     }
 
+    /// Requests the cancellation of those of `ids` that are running, in one statement and one
+    /// transaction with a notification per run (the replica running it stops it); the ids of
+    /// the runs whose cancellation was requested.
+    pub async fn request_cancel_many(
+        &self,
+        ids: &[String],
+        reason: &str,
+        origin: &str,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await.ctx("beginning a transaction")?;
+        let list: Vec<serde_json::Value> = ids.iter().map(|id| id.as_str().into()).collect();
+        let rows = txn
+            .query_all_raw(self.stmt(
+                &format!(
+                    "UPDATE runs SET cancel_requested = $1, reason = $2, updated_at = $3 \
+                     WHERE id {} AND state = $5 RETURNING id",
+                    self.in_json_list(4)
+                ),
+                vec![
+                    true.into(),
+                    reason.into(),
+                    Value::from(super::now()),
+                    super::json_param(&list),
+                    RunState::Running.as_str().into(),
+                ],
+            ))
+            .await
+            .ctx("requesting cancellations")?;
+        let mut done = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("", "id").ctx("reading a cancelled run")?;
+            self.notify(&txn, &crate::engine::notify::cancel(origin, &id))
+                .await?;
+            done.push(id);
+        }
+        txn.commit().await.ctx("committing cancel requests")?;
+        Ok(done)
+    }
+
     /// Deletes, in one transaction, up to `batch` finished runs created before `created_before`
     /// with their events, never one of the `keep` newest runs of its job, never the newest tick
     /// of a job (the sweeper's cursor), and never a tick at or after `ticks_from` (inside a

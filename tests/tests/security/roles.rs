@@ -19,6 +19,7 @@ enum M {
     GetReport,
     TriggerJob,
     CancelRun,
+    CancelRuns,
     UpdateJob,
     PauseJob,
     ResumeJob,
@@ -35,9 +36,10 @@ const READS: [M; 8] = [
     M::GetReport,
 ];
 /// In this order the operator's calls make sense one after the other.
-const WRITES: [M; 5] = [
+const WRITES: [M; 6] = [
     M::TriggerJob,
     M::CancelRun,
+    M::CancelRuns,
     M::UpdateJob,
     M::PauseJob,
     M::ResumeJob,
@@ -142,6 +144,20 @@ async fn call(api: &mut Api, m: M, token: Option<&str>, c: &Ctx) -> Result<Strin
             .await?
             .into_inner()
             .reason
+        }
+        M::CancelRuns => {
+            let done = api
+                .cancel_runs(req(
+                    v1::CancelRunsRequest {
+                        job,
+                        reason: "security test".into(),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await?
+                .into_inner();
+            format!("{}/{}", done.queued, done.running)
         }
         M::UpdateJob => {
             api.update_job(req(
