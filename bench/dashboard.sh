@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dashboard page-time benchmark: a control-plane store on Postgres holding BENCH_RUNS runs
 # (default 100,000) with BENCH_EVENTS_PER_RUN events each (default 10: 1,000,000 events), one
-# control plane (release build, open API), and every page fetched BENCH_REQUESTS times
+# control plane (release build, one operator token, signed in: every page reads its session
+# from the database as in production), and every page fetched BENCH_REQUESTS times
 # (default 50) one after another with curl. Prints p50 / p99 / max server-side time per page
 # beside the floor measured in the same run: GET /healthz, an HTTP round trip that reads
 # nothing from the database.
@@ -50,8 +51,10 @@ GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 HTTP="http://127.0.0.1:$HTTP_PORT"
 
+TOKEN="bench-operator-$(date +%s%N)"
+TOKEN_HASH=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
 start_cp() {
-    DATABASE_URL="$BASE/$DB" TICKETMAX_GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
+    TICKETMAX_API_TOKENS="bench:operator:$TOKEN_HASH" DATABASE_URL="$BASE/$DB" TICKETMAX_GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
         TICKETMAX_HTTP_ADDR="127.0.0.1:$HTTP_PORT" TICKETMAX_DATA_DIR="$WORK/data" \
         RUST_LOG=warn "$BIN" >>"$WORK/cp.log" 2>&1 &
     CP_PID=$!
@@ -103,16 +106,19 @@ start_cp
 
 JOB=$(psql -qtA "$BASE/$DB" -c "SELECT name FROM jobs ORDER BY name OFFSET 4 LIMIT 1")
 RUN=$(psql -qtA "$BASE/$DB" -c "SELECT id FROM runs WHERE job = '$JOB' ORDER BY id DESC OFFSET 10 LIMIT 1")
-NEXT=$(curl -fs "$HTTP/runs" | grep -o 'href="/runs?page=[^"]*"' | head -n1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
+COOKIE=$(curl -fs -o /dev/null -D - --data-urlencode "token=$TOKEN" --data "next=/" "$HTTP/login" \
+    | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(tm_session=[^;]*\).*/\1/p' | head -n1)
+[ -n "$COOKIE" ] || die "signing in failed"
+NEXT=$(curl -fs -b "$COOKIE" "$HTTP/runs" | grep -o 'href="/runs?page=[^"]*"' | head -n1 | sed 's/^href="//; s/"$//; s/&amp;/\&/g')
 [ -n "$NEXT" ] || die "no second page link on /runs"
 log "runs: $(psql -qtA "$BASE/$DB" -c 'SELECT count(*) FROM runs'), events: $(psql -qtA "$BASE/$DB" -c 'SELECT count(*) FROM run_events')"
 
 # p50 p99 max (ms) of REQUESTS fetches of a path, after one warm-up fetch.
 measure() {
     local path=$1
-    curl -fs -o /dev/null "$HTTP$path" || die "GET $path failed"
+    curl -fs -o /dev/null -b "$COOKIE" "$HTTP$path" || die "GET $path failed"
     for _ in $(seq "$REQUESTS"); do
-        curl -s -o /dev/null -w '%{time_total}\n' "$HTTP$path"
+        curl -s -o /dev/null -b "$COOKIE" -w '%{time_total}\n' "$HTTP$path"
     done | sort -n | awk '{ v[NR] = $1 * 1000 } END {
         p50 = v[int((NR + 1) * 0.50)]; p99 = v[int((NR - 1) * 0.99) + 1];
         printf "%.1f %.1f %.1f\n", p50, p99, v[NR] }'
@@ -121,7 +127,9 @@ measure() {
 read -r F50 F99 FMAX < <(measure /healthz)
 printf '%-40s %9s %9s %9s %12s\n' "page ($RUNS runs, $((RUNS * PER_RUN)) events)" "p50 ms" "p99 ms" "max ms" "p99 - floor"
 printf '%-40s %9s %9s %9s %12s\n' "floor: GET /healthz" "$F50" "$F99" "$FMAX" "-"
-for path in "/" "/runs" "/runs?state=failed" "/runs?job=$JOB" "$NEXT" "/jobs/$JOB" \
+for path in "/" "/runs" "/runs?state=failed" "/runs?job=$JOB" "$NEXT" \
+            "/runs?trigger=manual" "/runs?trigger=manual&range=24h" "/runs/cancel-matching?job=$JOB" \
+            "/jobs/$JOB" \
             "/runs/$RUN" "/runs/$RUN/events" "/reports"; do
     read -r P50 P99 PMAX < <(measure "$path")
     label=$path

@@ -278,6 +278,7 @@ impl JobService for JobApi {
                 created_since: req.matching.created_since,
                 created_until: req.matching.created_until,
                 limit: u64::from(page) + 1,
+                oldest_first: false,
             })
             .await?;
         let more = runs.len() > page as usize;
@@ -389,6 +390,7 @@ impl JobService for JobApi {
                         created_since: req.matching.created_since,
                         created_until: req.matching.created_until,
                         limit: u64::from(req.limit) + 1,
+                        oldest_first: true,
                     })
                     .await?,
             );

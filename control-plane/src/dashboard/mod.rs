@@ -170,20 +170,12 @@ impl Dashboard {
             .map_err(|e| store_unavailable(headers, &e))
     }
 
-    /// A new anonymous session (open API only).
-    async fn anonymous(&self, headers: &HeaderMap) -> Result<Session, Box<Response>> {
-        self.sessions
-            .create(&self.app.store, &self.app.auth, None)
-            .await
-            .map_err(|e| store_unavailable(headers, &e))
-    }
-
     async fn gate(&self, headers: &HeaderMap, here: &str) -> Gate {
         if let Some(s) = self.session(headers).await? {
             return Ok((s, None));
         }
         if !self.app.auth.api_tokens_configured() {
-            let s = self.anonymous(headers).await?;
+            let s = self.sessions.anonymous();
             let cookie = self.sessions.set_cookie(&s);
             return Ok((s, Some(cookie)));
         }
@@ -418,10 +410,7 @@ async fn run_events(
 ) -> Response {
     let session = match d.session(&headers).await {
         Ok(Some(s)) => s,
-        Ok(None) if !d.app.auth.api_tokens_configured() => match d.anonymous(&headers).await {
-            Ok(s) => s,
-            Err(r) => return *r,
-        },
+        Ok(None) if !d.app.auth.api_tokens_configured() => d.sessions.anonymous(),
         Ok(None) => return (StatusCode::UNAUTHORIZED, "sign in first").into_response(),
         Err(r) => return *r,
     };
@@ -668,14 +657,21 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> R
             if let Some(p) = &principal {
                 tracing::info!(who = %p.name, "dashboard sign-in");
             }
-            let token_hash = principal.as_ref().map(|_| crate::auth::sha256_hex(&token));
-            let session = match d
-                .sessions
-                .create(&d.app.store, &d.app.auth, token_hash)
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => return *store_unavailable(&headers, &e),
+            let session = match principal {
+                // An open API: nothing to remember.
+                None => d.sessions.anonymous(),
+                Some(_) => match d
+                    .sessions
+                    .create(
+                        &d.app.store,
+                        &d.app.auth,
+                        Some(crate::auth::sha256_hex(&token)),
+                    )
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => return *store_unavailable(&headers, &e),
+                },
             };
             with_cookie(
                 Redirect::to(&next).into_response(),

@@ -32,6 +32,8 @@ pub struct RunFilter {
     pub created_since: Option<DateTime<Utc>>,
     pub created_until: Option<DateTime<Utc>>,
     pub limit: u64,
+    /// Oldest first (a bulk cancel works through a backlog from its start); newest otherwise.
+    pub oldest_first: bool,
 }
 
 /// The smallest UUIDv7 text a run created at `t` can have: ids compare as text in creation order.
@@ -231,7 +233,12 @@ impl Store {
 
     /// Newest first, keyset-paged by id.
     pub async fn runs(&self, f: RunFilter) -> Result<Vec<run::Model>> {
-        let mut q = run::Entity::find().order_by(run::Column::Id, Order::Desc);
+        let order = if f.oldest_first {
+            Order::Asc
+        } else {
+            Order::Desc
+        };
+        let mut q = run::Entity::find().order_by(run::Column::Id, order);
         if let Some(j) = &f.job {
             q = q.filter(run::Column::Job.eq(j));
         }
