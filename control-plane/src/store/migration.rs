@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(ExecutorSessions),
             Box::new(QueuedIndex),
             Box::new(DashboardSessions),
+            Box::new(QueuedDueIndex),
         ]
     }
 }
@@ -432,5 +433,41 @@ impl MigrationTrait for DashboardSessions {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// The claim takes queued runs in the order they became due, `(not_before, id)`, through a
+/// partial index in that order. With the index of `QueuedIndex` (id only) beside
+/// `(state, not_before)`, the planner went by the statistics of the last ANALYZE: a queue
+/// that grew from nothing to 8,000 runs in seconds still looked empty, so it read every
+/// queued run through `(state, not_before)` and sorted them — 12 to 42 ms per claim in
+/// `bench/runs.sh` with 10,000 runs. This index serves the filter and the order at once, so
+/// the scan stops after the claim's limit.
+struct QueuedDueIndex;
+
+impl MigrationName for QueuedDueIndex {
+    fn name(&self) -> &str {
+        "m20261204_000006_queued_due_index"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for QueuedDueIndex {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        db.execute_unprepared(
+            "CREATE INDEX runs_queued_due ON runs (not_before, id) WHERE state = 'queued'",
+        )
+        .await?;
+        db.execute_unprepared("DROP INDEX runs_queued_id").await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let db = m.get_connection();
+        db.execute_unprepared("CREATE INDEX runs_queued_id ON runs (id) WHERE state = 'queued'")
+            .await?;
+        db.execute_unprepared("DROP INDEX runs_queued_due").await?;
+        Ok(())
     }
 }
