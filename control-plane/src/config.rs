@@ -80,8 +80,11 @@ pub struct Config {
     #[arg(long, env = "TICKETMAX_RUN_LEASE_MS", default_value_t = 5000)]
     pub run_lease_ms: u64,
 
-    /// How many runs one replica dispatches at the same time.
-    #[arg(long, env = "TICKETMAX_MAX_CONCURRENT_RUNS", default_value_t = 64)]
+    /// How many runs one replica dispatches at the same time. An attempt is a task and an
+    /// HTTP/2 stream, and a slot stays taken until the run's end is committed, so slots bound
+    /// throughput by latency: 64 gave 640 runs/s of no-op runs on 2 cores with the machine a
+    /// third busy, 256 gave 878 (`bench/runs.sh`). Overlap policies still bound each job.
+    #[arg(long, env = "TICKETMAX_MAX_CONCURRENT_RUNS", default_value_t = 256)]
     pub max_concurrent_runs: usize,
 
     /// How long SIGTERM waits for running runs to finish before handing them over.
