@@ -221,12 +221,6 @@ impl TryFrom<v1::CancelRunsRequest> for CancelRuns {
                 )));
             }
         };
-        let reason = text("reason", &req.reason)?.trim();
-        if reason.len() > MAX_REASON_LEN {
-            return Err(Status::invalid_argument(format!(
-                "reason is longer than {MAX_REASON_LEN} characters"
-            )));
-        }
         let limit = match req.limit {
             0 => DEFAULT_CANCEL_LIMIT,
             n if n > MAX_CANCEL_LIMIT => {
@@ -244,11 +238,22 @@ impl TryFrom<v1::CancelRunsRequest> for CancelRuns {
                 req.created_since.as_ref(),
                 req.created_until.as_ref(),
             )?,
-            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            reason: cancel_reason(&req.reason)?,
             dry_run: req.dry_run,
             limit,
         })
     }
+}
+
+/// A cancellation's reason: trimmed, at most `MAX_REASON_LEN` characters, `None` when empty.
+fn cancel_reason(reason: &str) -> Result<Option<String>, Status> {
+    let reason = text("reason", reason)?.trim();
+    if reason.len() > MAX_REASON_LEN {
+        return Err(Status::invalid_argument(format!(
+            "reason is longer than {MAX_REASON_LEN} characters"
+        )));
+    }
+    Ok((!reason.is_empty()).then(|| reason.to_string()))
 }
 
 pub struct CancelRun {
@@ -260,15 +265,9 @@ impl TryFrom<v1::CancelRunRequest> for CancelRun {
     type Error = Status;
 
     fn try_from(req: v1::CancelRunRequest) -> Result<Self, Status> {
-        let reason = text("reason", &req.reason)?.trim();
-        if reason.len() > MAX_REASON_LEN {
-            return Err(Status::invalid_argument(format!(
-                "reason is longer than {MAX_REASON_LEN} characters"
-            )));
-        }
         Ok(Self {
             run_id: require_name("run_id", &req.run_id)?,
-            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            reason: cancel_reason(&req.reason)?,
         })
     }
 }
