@@ -12,10 +12,10 @@ use tonic::transport::Channel;
 use crate::auth::BearerAuth;
 use crate::proto::job_service_client::JobServiceClient;
 use crate::proto::{
-    CancelRunRequest, GetJobRequest, GetReportRequest, GetRunRequest, GetStatusRequest,
-    GetStatusResponse, Job, ListJobsRequest, ListReportsRequest, ListRunsRequest, MissedTickPolicy,
-    OverlapPolicy, PauseJobRequest, Report, ResumeJobRequest, Run, RunEvent, RunState,
-    TriggerJobRequest, UpdateJobRequest, WatchRunRequest,
+    CancelRunRequest, CancelRunsRequest, CancelRunsResponse, GetJobRequest, GetReportRequest,
+    GetRunRequest, GetStatusRequest, GetStatusResponse, Job, ListJobsRequest, ListReportsRequest,
+    ListRunsRequest, MissedTickPolicy, OverlapPolicy, PauseJobRequest, Report, ResumeJobRequest,
+    Run, RunEvent, RunState, TriggerJobRequest, UpdateJobRequest, WatchRunRequest,
 };
 use crate::{
     ClientBuilder, Error, Result, RunFilter, RunsPage, TriggerOptions, UpdateJob, json_to_struct,
@@ -336,6 +336,17 @@ impl Client {
             .await
             .map(tonic::Response::into_inner)
             .map_err(Error::rpc("CancelRun"))
+    }
+
+    /// `CancelRuns`: cancels every queued or running run matching `req` (its job, state,
+    /// trigger and creation range), at most `req.limit` per call, the oldest first; with
+    /// `dry_run` it only counts. `more` in the answer says runs are left.
+    pub async fn cancel_runs(&self, req: CancelRunsRequest) -> Result<CancelRunsResponse> {
+        self.raw()
+            .cancel_runs(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Error::rpc("CancelRuns"))
     }
 
     /// `PauseJob`: the schedule stops firing (manual triggers still work).

@@ -551,6 +551,59 @@ async fn a_cancelled_run_makes_watch_exit_1_and_wait_times_out_without_executors
     assert!(out.stdout.contains("CANCELLED"), "{out:?}");
     out.assert_one_error_line();
     assert!(out.stderr.contains("ended CANCELLED"), "{out:?}");
+
+    // cancel-all: the count first, then the runs it counted; bad input exits with its code.
+    app.update_job(UpdateJobRequest {
+        name: CANCEL_EXPIRED.into(),
+        overlap_policy: v1::OverlapPolicy::Allow as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("overlap allowed");
+    for _ in 0..3 {
+        ctl_ok(&app, &["trigger", CANCEL_EXPIRED]).await;
+    }
+    let out = ctl_ok(&app, &["cancel-all", "--job", CANCEL_EXPIRED, "--dry-run"]).await;
+    assert!(
+        out.stdout.contains("3 runs match: 3 queued, 0 running"),
+        "{out:?}"
+    );
+    assert_eq!(
+        app.list_all_runs(CANCEL_EXPIRED, RunState::Queued, 100)
+            .await
+            .len(),
+        3,
+        "a dry run changes nothing"
+    );
+    let out = ctl(&app, &["cancel-all", "--state", "succeeded"]).await;
+    assert_eq!(out.code, 4, "INVALID_ARGUMENT exits 4:\n{out:?}");
+    out.assert_one_error_line();
+    let out = ctl_ok(
+        &app,
+        &[
+            "--output",
+            "json",
+            "cancel-all",
+            "--job",
+            CANCEL_EXPIRED,
+            "--trigger",
+            "manual",
+            "--reason",
+            "cli test",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (out["queued"].as_u64(), out["more"].as_bool()),
+        (Some(3), Some(false)),
+        "{out:#}"
+    );
+    assert!(
+        app.list_all_runs(CANCEL_EXPIRED, RunState::Queued, 100)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -603,8 +656,20 @@ async fn usage_and_connection_errors_have_their_exit_codes() {
         assert!(out.stdout.contains(code), "--help lacks {code}:\n{out:?}");
     }
     for sub in [
-        "status", "jobs", "job", "trigger", "runs", "run", "watch", "cancel", "pause", "resume",
-        "update", "reports", "report",
+        "status",
+        "jobs",
+        "job",
+        "trigger",
+        "runs",
+        "run",
+        "watch",
+        "cancel",
+        "cancel-all",
+        "pause",
+        "resume",
+        "update",
+        "reports",
+        "report",
     ] {
         let out = ctl_at(None, &[sub, "--help"]).await;
         assert_eq!(out.code, 0, "{sub} --help:\n{out:?}");

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use ticketmax_client::DEFAULT_URL;
-use ticketmax_client::proto::{MissedTickPolicy, OverlapPolicy, RunState};
+use ticketmax_client::proto::{MissedTickPolicy, OverlapPolicy, RunState, Trigger};
 
 use crate::exit::exit_codes;
 
@@ -177,6 +177,32 @@ Exit code 0 when the run SUCCEEDED (or was SKIPPED), 1 when it ended otherwise.
         reason: Option<String>,
     },
 
+    /// Cancel every queued or running run that matches, as `cancel` does each (--dry-run: only count).
+    #[command(
+        name = "cancel-all",
+        after_help = "Examples:\n  ticketmaxctl cancel-all --job data-cleanup/clean-cache --dry-run\n  ticketmaxctl cancel-all --job data-cleanup/clean-cache --trigger manual --reason \"bad deploy\"\n\nPrints how many queued runs were cancelled and how many running ones were asked to stop;\nat most --limit per call, the oldest first (it says when more are left: run it again)."
+    )]
+    CancelAll {
+        /// Only runs of this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only queued or only running runs (default: both).
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only runs of this trigger.
+        #[arg(long, value_enum)]
+        trigger: Option<TriggerArg>,
+        /// Why (recorded with each run).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Count what would be cancelled; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many runs (1..10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+
     /// Stop a job's schedule (manual triggers still work).
     #[command(after_help = "Example:\n  ticketmaxctl pause notifications/send-weekly-newsletter")]
     Pause {
@@ -295,6 +321,21 @@ impl From<StateArg> for RunState {
             StateArg::Cancelled => RunState::Cancelled,
             StateArg::TimedOut => RunState::TimedOut,
             StateArg::Skipped => RunState::Skipped,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum TriggerArg {
+    Schedule,
+    Manual,
+}
+
+impl From<TriggerArg> for Trigger {
+    fn from(t: TriggerArg) -> Self {
+        match t {
+            TriggerArg::Schedule => Trigger::Schedule,
+            TriggerArg::Manual => Trigger::Manual,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The commands: connecting with the global flags, then one module per command group doing the
 //! calls and handing the answers to [`crate::render`]: [`status`] (`status`), [`jobs`] (`jobs`,
-//! `job`, `pause`, `resume`, `update`), [`runs`] (`trigger`, `runs`, `run`, `watch`, `cancel`)
+//! `job`, `pause`, `resume`, `update`), [`runs`] (`trigger`, `runs`, `run`, `watch`, `cancel`,
+//! `cancel-all`)
 //! and [`reports`] (`reports`, `report`).
 
 mod jobs;
@@ -11,6 +12,7 @@ mod status;
 use std::time::Duration;
 
 use ticketmax_client::Client;
+use ticketmax_client::proto::{RunState, Trigger};
 
 use crate::args::{Cli, Command, Output};
 use crate::exit::CliResult;
@@ -32,6 +34,25 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Watch { id, after_seq } => runs::watch(&client, &id, after_seq, json_out).await,
         Command::Cancel { id, reason } => {
             runs::cancel(&client, &id, reason.as_deref(), json_out).await
+        }
+        Command::CancelAll {
+            job,
+            state,
+            trigger,
+            reason,
+            dry_run,
+            limit,
+        } => {
+            let req = ticketmax_client::proto::CancelRunsRequest {
+                job: job.unwrap_or_default(),
+                state: state.map_or(0, |s| RunState::from(s).into()),
+                trigger: trigger.map_or(0, |t| Trigger::from(t).into()),
+                reason: reason.unwrap_or_default(),
+                dry_run,
+                limit,
+                ..Default::default()
+            };
+            runs::cancel_all(&client, req, json_out).await
         }
         Command::Pause { job } => jobs::pause(&client, &job, json_out).await,
         Command::Resume { job } => jobs::resume(&client, &job, json_out).await,

@@ -13,8 +13,8 @@ use crate::args::{StateArg, TriggerArgs};
 use crate::exit::{CliResult, Failure};
 use crate::follow::{FollowOutput, follow};
 use crate::render::{
-    out, print_cancelled, print_outcome, print_run, print_runs, print_triggered, short_state, show,
-    show_all,
+    out, out_json, print_cancelled, print_outcome, print_run, print_runs, print_triggered,
+    short_state, show, show_all,
 };
 
 /// `trigger JOB [--key K] [--param k=v ...] [--wait [--timeout SECS]]`.
@@ -113,6 +113,48 @@ pub async fn watch(client: &Client, id: &str, after_seq: u64, json_out: bool) ->
 }
 
 /// `cancel ID [--reason R]`.
+/// `cancel-all [--job J] [--state S] [--trigger T] [--reason R] [--dry-run] [--limit N]`.
+pub async fn cancel_all(
+    client: &Client,
+    req: ticketmax_client::proto::CancelRunsRequest,
+    json_out: bool,
+) -> CliResult {
+    let dry_run = req.dry_run;
+    let done = client.cancel_runs(req).await?;
+    if json_out {
+        out_json(&serde_json::json!({
+            "dry_run": dry_run,
+            "queued": done.queued,
+            "running": done.running,
+            "more": done.more,
+        }));
+    } else if dry_run {
+        out(format!(
+            "{} runs match: {} queued, {} running{}",
+            done.queued + done.running,
+            done.queued,
+            done.running,
+            if done.more {
+                " (and more beyond --limit)"
+            } else {
+                ""
+            }
+        ));
+    } else {
+        out(format!(
+            "cancelled {} queued runs; cancellation requested for {} running{}",
+            done.queued,
+            done.running,
+            if done.more {
+                "; more match: run it again"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(())
+}
+
 pub async fn cancel(client: &Client, id: &str, reason: Option<&str>, json_out: bool) -> CliResult {
     show(
         &client.cancel(id, reason).await?,
