@@ -335,12 +335,12 @@ impl JobService for JobApi {
                 }
             }
             RunState::Running => {
-                if self
+                let requested = self
                     .app
                     .store
-                    .request_cancel(&r.id, &reason, &self.app.replica_id)
-                    .await?
-                {
+                    .request_cancel(std::slice::from_ref(&r.id), &reason, &self.app.replica_id)
+                    .await?;
+                if !requested.is_empty() {
                     self.app.attempts.signal(
                         &r.id,
                         crate::engine::attempts::Signal::Cancel {
@@ -427,7 +427,7 @@ impl JobService for JobApi {
         let requested = self
             .app
             .store
-            .request_cancel_many(&ids, &reason, &self.app.replica_id)
+            .request_cancel(&ids, &reason, &self.app.replica_id)
             .await?;
         for id in &requested {
             self.app.attempts.signal(

@@ -662,11 +662,7 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, body: Bytes) -> R
                 None => d.sessions.anonymous(),
                 Some(_) => match d
                     .sessions
-                    .create(
-                        &d.app.store,
-                        &d.app.auth,
-                        Some(crate::auth::sha256_hex(&token)),
-                    )
+                    .create(&d.app.store, &d.app.auth, crate::auth::sha256_hex(&token))
                     .await
                 {
                     Ok(s) => s,

@@ -82,12 +82,12 @@ impl Sessions {
         anonymous_session(random_token())
     }
 
-    /// A new session acting with the token whose digest is `token_hash` (`None`: open API).
+    /// A new session acting with the token whose digest is `token_hash`.
     pub async fn create(
         &self,
         store: &Store,
         auth: &Auth,
-        token_hash: Option<String>,
+        token_hash: String,
     ) -> Result<Session, StoreError> {
         let now = Utc::now();
         let id = random_token();
@@ -118,14 +118,8 @@ impl Sessions {
             return Ok(None);
         };
         let session = session_of(id.to_owned(), stored, auth);
-        // A session whose token was revoked (or that was opened while the API was open and
-        // tokens have been configured since) no longer stands for anyone.
-        let valid = match (&session.caller, auth.api_tokens_configured()) {
-            (Some(_), true) => session.principal.is_some(),
-            (None, configured) => !configured,
-            (Some(_), false) => false,
-        };
-        Ok(valid.then_some(session))
+        // A session whose token was revoked no longer stands for anyone.
+        Ok(session.principal.is_some().then_some(session))
     }
 
     pub async fn remove(&self, store: &Store, id: &str) -> Result<(), StoreError> {
@@ -161,16 +155,12 @@ fn anonymous_session(id: String) -> Session {
 }
 
 fn session_of(id: String, stored: StoredSession, auth: &Auth) -> Session {
-    let principal = stored
-        .token_hash
-        .as_deref()
-        .and_then(|h| auth.principal_for_hash(h));
     Session {
         id,
-        caller: stored
-            .token_hash
-            .map(|token_hash| SessionCaller { token_hash }),
-        principal,
+        principal: auth.principal_for_hash(&stored.token_hash),
+        caller: Some(SessionCaller {
+            token_hash: stored.token_hash,
+        }),
         csrf: stored.csrf,
     }
 }
@@ -238,7 +228,7 @@ mod tests {
         let auth = auth();
         let sessions = Sessions::new(Duration::from_millis(300), false);
         let s = sessions
-            .create(&store, &auth, Some(sha256_hex(OP)))
+            .create(&store, &auth, sha256_hex(OP))
             .await
             .expect("created");
         let cookie = format!("a=b; {COOKIE}={}; c=d", s.id);
@@ -285,7 +275,7 @@ mod tests {
         assert_eq!(raw, vec![sha256_hex(&s.id)]);
 
         let other = sessions
-            .create(&store, &auth, Some(sha256_hex(VIEW)))
+            .create(&store, &auth, sha256_hex(VIEW))
             .await
             .expect("created");
         elsewhere.remove(&store, &other.id).await.expect("removed");
@@ -322,7 +312,7 @@ mod tests {
         let (store, dir) = store().await;
         let sessions = Sessions::new(Duration::from_secs(60), false);
         let s = sessions
-            .create(&store, &auth(), Some(sha256_hex(OP)))
+            .create(&store, &auth(), sha256_hex(OP))
             .await
             .expect("created");
         let cookie = headers(&format!("{COOKIE}={}", s.id));
@@ -370,7 +360,10 @@ mod tests {
     async fn cookies_are_http_only_strict_and_secure_under_tls() {
         let (store, dir) = store().await;
         let plain = Sessions::new(Duration::from_secs(600), false);
-        let s = plain.create(&store, &auth(), None).await.expect("created");
+        let s = plain
+            .create(&store, &auth(), sha256_hex(VIEW))
+            .await
+            .expect("created");
         let c = plain.set_cookie(&s);
         assert!(
             c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Max-Age=600")
@@ -388,11 +381,11 @@ mod tests {
         let auth = auth();
         let sessions = Sessions::new(Duration::from_secs(60), false);
         let a = sessions
-            .create(&store, &auth, Some(sha256_hex(VIEW)))
+            .create(&store, &auth, sha256_hex(VIEW))
             .await
             .expect("created");
         let b = sessions
-            .create(&store, &auth, Some(sha256_hex(OP)))
+            .create(&store, &auth, sha256_hex(OP))
             .await
             .expect("created");
         assert_ne!(a.csrf, b.csrf);

@@ -158,7 +158,7 @@ impl Store {
             .exec(&self.db)
             .await
             .ctx("updating a job")?;
-        self.notify(&self.db, &crate::engine::notify::jobs_changed(origin))
+        self.notify(&self.db, &[crate::engine::notify::jobs_changed(origin)])
             .await?;
         Ok(Some(updated))
     }

@@ -340,9 +340,8 @@ impl Store {
                 .flatten()
                 .map(|s| (s.run.id.clone(), s.event_seq)),
         );
-        for payload in crate::engine::notify::events(origin, &touched) {
-            self.notify(&txn, &payload).await?;
-        }
+        self.notify(&txn, &crate::engine::notify::events(origin, &touched))
+            .await?;
         txn.commit().await.ctx("committing settled runs")?;
         Ok(SettleOutcome { settled, promoted })
     }

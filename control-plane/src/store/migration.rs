@@ -398,7 +398,7 @@ impl MigrationTrait for DashboardSessions {
                 .table(Alias::new("dashboard_sessions"))
                 .if_not_exists()
                 .col(text("id_hash").primary_key())
-                .col(text_null("token_hash"))
+                .col(text("token_hash"))
                 .col(text("csrf"))
                 .col(ts("created_at"))
                 .col(ts("expires_at"))

@@ -248,18 +248,24 @@ impl Store {
         Ok(())
     }
 
-    /// Sends a notification to every replica listening (Postgres only; a no-op on SQLite) as
-    /// part of `db`'s transaction, so it is delivered only if the transaction commits.
-    pub(crate) async fn notify(&self, db: &impl ConnectionTrait, payload: &str) -> Result<()> {
-        if !self.is_postgres() {
+    /// Sends notifications to every replica listening (Postgres only; a no-op on SQLite), all
+    /// in one statement, as part of `db`'s transaction, so they are delivered only if the
+    /// transaction commits.
+    pub(crate) async fn notify(
+        &self,
+        db: &impl ConnectionTrait,
+        payloads: &[String],
+    ) -> Result<()> {
+        if !self.is_postgres() || payloads.is_empty() {
             return Ok(());
         }
+        let list: Vec<serde_json::Value> = payloads.iter().map(|p| p.as_str().into()).collect();
         db.execute_raw(self.stmt(
-            "SELECT pg_notify($1, $2)",
-            vec![crate::engine::notify::CHANNEL.into(), payload.into()],
+            "SELECT pg_notify($1, p) FROM jsonb_array_elements_text($2::jsonb) AS p",
+            vec![crate::engine::notify::CHANNEL.into(), json_param(&list)],
         ))
         .await
-        .ctx("sending a notification")?;
+        .ctx("sending notifications")?;
         Ok(())
     }
 }

@@ -386,38 +386,11 @@ impl Store {
             .ctx("reading the tick ledger")
     }
 
-    /// Flags a running run for cancellation and records who asked. The replica running it
-    /// stops the task at its next chunk boundary (told at once through a notification, or at
-    /// its next lease renewal).
-    pub async fn request_cancel(&self, id: &str, reason: &str, origin: &str) -> Result<bool> {
-        let txn = self.db.begin().await.ctx("beginning a transaction")?;
-        let res = txn
-            .execute_raw(self.stmt(
-                "UPDATE runs SET cancel_requested = $1, reason = $2, updated_at = $3 \
-                 WHERE id = $4 AND state = $5",
-                vec![
-                    true.into(),
-                    reason.into(),
-                    Value::from(super::now()),
-                    id.into(),
-                    RunState::Running.as_str().into(),
-                ],
-            ))
-            .await
-            .ctx("requesting a cancellation")?;
-        let done = res.rows_affected() == 1;
-        if done {
-            self.notify(&txn, &crate::engine::notify::cancel(origin, id))
-                .await?;
-        }
-        txn.commit().await.ctx("committing a cancel request")?;
-        Ok(done)
-    }
-
-    /// Requests the cancellation of those of `ids` that are running, in one statement and one
-    /// transaction with a notification per run (the replica running it stops it); the ids of
-    /// the runs whose cancellation was requested.
-    pub async fn request_cancel_many(
+    /// Flags those of `ids` that are running for cancellation and records who asked, in one
+    /// transaction that also notifies the replicas running them; the replica stops each task
+    /// at its next chunk boundary (told at once, or at its next lease renewal). Returns the ids
+    /// whose cancellation was requested.
+    pub async fn request_cancel(
         &self,
         ids: &[String],
         reason: &str,
@@ -445,13 +418,18 @@ impl Store {
             ))
             .await
             .ctx("requesting cancellations")?;
-        let mut done = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("", "id").ctx("reading a cancelled run")?;
-            self.notify(&txn, &crate::engine::notify::cancel(origin, &id))
-                .await?;
-            done.push(id);
-        }
+        let done = rows
+            .iter()
+            .map(|row| {
+                row.try_get::<String>("", "id")
+                    .ctx("reading a cancelled run")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let payloads: Vec<String> = done
+            .iter()
+            .map(|id| crate::engine::notify::cancel(origin, id))
+            .collect();
+        self.notify(&txn, &payloads).await?;
         txn.commit().await.ctx("committing cancel requests")?;
         Ok(done)
     }

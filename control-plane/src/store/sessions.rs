@@ -11,8 +11,8 @@ use super::{Context, Result, Store, truncate};
 /// A stored session, as found by the digest of its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
-    /// SHA-256 of the API token the session acts with; `None` on an open API.
-    pub token_hash: Option<String>,
+    /// SHA-256 of the API token the session acts with (open-API sessions are not stored).
+    pub token_hash: String,
     pub csrf: String,
     pub expires_at: DateTime<Utc>,
 }
